@@ -1,0 +1,169 @@
+"""Registry of corruptions: register by name, look up with close-match errors, discover plug-ins.
+
+A corruption is a callable ``fn(images, severity, seeds) -> images`` (see ``corruptions/__init__.py``
+for the full contract). Built-ins register with :func:`register_corruption`; third-party packages
+expose theirs through the entry-point group ``robustbench_in.corruptions`` (an entry point may name a
+module, which registers on import, or a callable / :class:`Corruption`, which is registered under the
+entry point's name).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+ENTRY_POINT_GROUP = "robustbench_in.corruptions"
+SEVERITIES = (1, 2, 3, 4, 5)
+CATEGORIES = ("noise", "blur", "weather", "digital", "sensor", "other")
+
+CorruptionFn = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]
+
+
+class UnknownCorruptionError(KeyError):
+    """Raised for a corruption name that is not registered; the message lists the closest names."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+@dataclass(frozen=True, eq=False)  # identity hashing: params may hold dicts
+class Corruption:
+    """A registered corruption: the function plus what a user or report needs to know about it.
+
+    ``runs_on`` is ``"any"`` for batched torch ops (run on the evaluation device) or ``"cpu"`` for
+    ops backed by CPU libraries (e.g. the albumentations adapter), which the engine applies on CPU.
+    """
+
+    name: str
+    fn: CorruptionFn
+    category: str = "other"
+    random: bool = True
+    params: Mapping[int, Any] = field(default_factory=dict)
+    description: str = ""
+    runs_on: str = "any"
+
+    def __call__(self, images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
+        return apply_corruption(self, images, severity, seeds)
+
+
+_REGISTRY: dict[str, Corruption] = {}
+_entry_points_loaded = False
+
+
+def register_corruption(
+    name: str,
+    *,
+    category: str = "other",
+    random: bool = True,
+    params: Mapping[int, Any] | None = None,
+    description: str | None = None,
+    runs_on: str = "any",
+    overwrite: bool = False,
+) -> Callable[[CorruptionFn], CorruptionFn]:
+    """Decorator that registers ``fn(images, severity, seeds)`` under ``name``.
+
+    Returns the undecorated function, so it stays usable as a plain functional op.
+    """
+
+    def decorator(fn: CorruptionFn) -> CorruptionFn:
+        add_corruption(
+            Corruption(
+                name=name,
+                fn=fn,
+                category=category,
+                random=random,
+                params=dict(params or {}),
+                description=description if description is not None else (fn.__doc__ or "").strip().split("\n")[0],
+                runs_on=runs_on,
+            ),
+            overwrite=overwrite,
+        )
+        return fn
+
+    return decorator
+
+
+def add_corruption(corruption: Corruption, *, overwrite: bool = False) -> Corruption:
+    """Register an already-built :class:`Corruption` (used by adapters and entry points)."""
+    if not corruption.name.isidentifier():
+        raise ValueError(f"corruption name {corruption.name!r} must be a Python identifier (letters, digits, _)")
+    existing = _REGISTRY.get(corruption.name)
+    if existing is not None and not overwrite and existing.fn is not corruption.fn:
+        raise ValueError(f"corruption {corruption.name!r} is already registered (by {existing.fn.__module__}); "
+                         "pick another name or pass overwrite=True")
+    _REGISTRY[corruption.name] = corruption
+    return corruption
+
+
+def unregister_corruption(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def load_entry_points(force: bool = False) -> list[str]:
+    """Import the plug-ins advertised under ``robustbench_in.corruptions``; returns the names loaded."""
+    global _entry_points_loaded
+    if _entry_points_loaded and not force:
+        return []
+    _entry_points_loaded = True
+    loaded = []
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        obj = ep.load()
+        if isinstance(obj, Corruption):
+            add_corruption(obj if obj.name == ep.name else Corruption(**{**obj.__dict__, "name": ep.name}),
+                           overwrite=True)
+        elif callable(obj) and not isinstance(obj, type(importlib)):
+            if ep.name not in _REGISTRY:
+                add_corruption(Corruption(name=ep.name, fn=obj, description=(obj.__doc__ or "").strip()))
+        loaded.append(ep.name)
+    return loaded
+
+
+def _ensure_builtins() -> None:
+    import corruptions  # noqa: F401  (importing the package registers the built-ins)
+
+    load_entry_points()
+
+
+def get_corruption(name: str) -> Corruption:
+    """Look up a corruption by name; an unknown name raises with the closest valid names."""
+    _ensure_builtins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else f"valid names: {', '.join(sorted(_REGISTRY))}"
+        raise UnknownCorruptionError(f"unknown corruption {name!r}: {hint}") from None
+
+
+def list_corruptions(category: str | None = None) -> list[str]:
+    """Registered corruption names (optionally of one category), in registration order."""
+    _ensure_builtins()
+    return [n for n, c in _REGISTRY.items() if category is None or c.category == category]
+
+
+def check_severity(severity: int) -> int:
+    if isinstance(severity, bool) or int(severity) != severity or severity not in SEVERITIES:
+        raise ValueError(f"severity must be an integer 1-5, got {severity!r}")
+    return int(severity)
+
+
+def apply_corruption(corruption: Corruption | str, images: torch.Tensor, severity: int,
+                     seeds: torch.Tensor) -> torch.Tensor:
+    """Run a corruption with the contract enforced: validated inputs, new memory, finite, clipped to [0, 1]."""
+    if isinstance(corruption, str):
+        corruption = get_corruption(corruption)
+    severity = check_severity(severity)
+    if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
+        raise ValueError(f"{corruption.name}: images must be a float tensor (N, 3, H, W), got "
+                         f"{tuple(images.shape)} {images.dtype}")
+    seeds = torch.as_tensor(seeds, dtype=torch.int64)
+    if seeds.shape != (images.shape[0],):
+        raise ValueError(f"{corruption.name}: seeds must have shape ({images.shape[0]},), got {tuple(seeds.shape)}")
+    out = corruption.fn(images, severity, seeds.to(images.device))
+    if out.data_ptr() == images.data_ptr():
+        out = out.clone()
+    return torch.nan_to_num(out, nan=0.0).clamp_(0.0, 1.0).to(images.dtype)

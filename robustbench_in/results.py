@@ -1,0 +1,153 @@
+"""Results that lose nothing: per-shard partial records, atomic per-cell records and rows, resume.
+
+Layout of a results dir::
+
+    results.csv                 one row per finished (model, dataset, corruption, severity) cell
+    records/<cell_id>.parquet   per-image records of a finished cell (image_id, label, pred, correct1,
+                                correct5, p_true, confidence): every metric can be recomputed from disk
+    partial/<cell_id>/<k>.parquet  records of finished shards of unfinished cells (removed when done)
+    skipped.csv                 images that could not be read, with the reason
+
+Every file is written to a temporary name and renamed into place; results.csv is rewritten under an
+exclusive file lock, so a SIGKILL loses at most the shard in flight and two processes writing into one
+folder never corrupt it. A cell id hashes everything that determines the cell's numbers, so re-running
+the same command finds its finished cells and shards and skips them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+RESULT_COLUMNS = [
+    "model", "dataset", "corruption", "category", "severity", "n", "n_skipped", "top1_err", "top5_err",
+    "top1_ci_low", "top1_ci_high", "top5_ci_low", "top5_ci_high", "ece", "nll", "seconds", "images_per_s",
+    "preprocessing", "jpeg_mode", "backend", "seed", "config_hash", "cell_id", "records", "device", "versions",
+    "git_commit", "weights",
+]
+RECORD_COLUMNS = ["image_id", "label", "pred", "correct1", "correct5", "p_true", "confidence"]
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """Hash of a JSON-able object, independent of key order and process."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class ResultStore:
+    """One results folder: what is finished, and atomic writes of shards, cells and rows."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.csv = self.root / "results.csv"
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        with open(self.root / ".lock", "a") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def rows(self) -> pd.DataFrame:
+        if not self.csv.is_file():
+            return pd.DataFrame(columns=RESULT_COLUMNS)
+        return pd.read_csv(self.csv)
+
+    def finished_cells(self) -> set[str]:
+        return set(self.rows()["cell_id"].astype(str))
+
+    # --- shards of unfinished cells
+    def _shard_path(self, cell_id: str, shard: int) -> Path:
+        return self.root / "partial" / cell_id / f"{shard:06d}.parquet"
+
+    def shard_done(self, cell_id: str, shard: int) -> bool:
+        return self._shard_path(cell_id, shard).is_file()
+
+    def write_shard(self, cell_id: str, shard: int, records: pd.DataFrame) -> None:
+        _atomic_write(self._shard_path(cell_id, shard), lambda tmp: records.to_parquet(tmp, index=False))
+
+    def load_shards(self, cell_id: str, n_shards: int) -> pd.DataFrame:
+        frames = [pd.read_parquet(self._shard_path(cell_id, k)) for k in range(n_shards)]
+        frames = [f for f in frames if len(f)]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RECORD_COLUMNS)
+
+    # --- finished cells
+    def finish_cell(self, row: dict, records: pd.DataFrame) -> None:
+        """Write the cell's records, then its row; drop its partial shards."""
+        rel = f"records/{row['cell_id']}.parquet"
+        _atomic_write(self.root / rel, lambda tmp: records.to_parquet(tmp, index=False))
+        self.append_rows([{**row, "records": rel}])
+        shutil.rmtree(self.root / "partial" / str(row["cell_id"]), ignore_errors=True)
+
+    def append_rows(self, rows: list[dict]) -> None:
+        with self.lock():
+            existing = self.rows()
+            new = pd.DataFrame(rows)
+            combined = pd.concat([existing, new], ignore_index=True) if len(existing) else new
+            combined = combined.drop_duplicates(subset="cell_id", keep="first")
+            cols = [c for c in RESULT_COLUMNS if c in combined.columns]
+            cols += [c for c in combined.columns if c not in cols]
+            _atomic_write(self.csv, lambda tmp: combined[cols].to_csv(tmp, index=False))
+
+    def count_skipped(self, paths: set[str]) -> int:
+        path = self.root / "skipped.csv"
+        if not path.is_file():
+            return 0
+        return int(pd.read_csv(path)["path"].astype(str).isin(paths).sum())
+
+    def write_skipped(self, skipped: list[tuple[str, str]]) -> Path:
+        path = self.root / "skipped.csv"
+        frame = pd.DataFrame(sorted(set(skipped)), columns=["path", "reason"])
+        with self.lock():
+            if path.is_file():
+                frame = pd.concat([pd.read_csv(path), frame]).drop_duplicates()
+            _atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+        return path
+
+
+def cell_summary(records: pd.DataFrame) -> dict[str, float]:
+    """Errors, 95% Wilson intervals, ECE and NLL of one cell, from its per-image records."""
+    from robustbench_in.metrics import ece, nll, wilson_ci
+
+    n = int(len(records))
+    if n == 0:
+        nan = float("nan")
+        return dict(n=0, top1_err=nan, top5_err=nan, top1_ci_low=nan, top1_ci_high=nan, top5_ci_low=nan,
+                    top5_ci_high=nan, ece=nan, nll=nan)
+    wrong1 = int(n - records["correct1"].sum())
+    wrong5 = int(n - records["correct5"].sum())
+    lo1, hi1 = wilson_ci(wrong1, n)
+    lo5, hi5 = wilson_ci(wrong5, n)
+    return dict(
+        n=n, top1_err=wrong1 / n, top5_err=wrong5 / n, top1_ci_low=lo1, top1_ci_high=hi1, top5_ci_low=lo5,
+        top5_ci_high=hi5,
+        ece=float(ece(records["confidence"].to_numpy(np.float64), records["correct1"].to_numpy(bool))),
+        nll=float(nll(records["p_true"].to_numpy(np.float64))),
+    )
