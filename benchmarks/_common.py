@@ -1,0 +1,46 @@
+"""Shared helpers for the benchmarks: sample crops, the reference package, the bundled model."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from robustbench_in.data import build_dataset, make_loader  # noqa: E402
+from robustbench_in.preprocessing import Preprocessing  # noqa: E402
+
+
+def sample_root() -> Path:
+    root = Path(os.environ.get("RBIN_SAMPLES", REPO.parent / "shared" / "data" / "imagenet-sample-500"))
+    if not root.is_dir():
+        sys.exit(f"sample images not found at {root}: set RBIN_SAMPLES=/path/to/imagenet-sample-500")
+    return root
+
+
+def sample_crops(n: int, preprocessing: Preprocessing | None = None, stride: int | None = None):
+    """(uint8 crops (N, 3, S, S), labels (N,), image ids (N,)) of n images spread over the sample set."""
+    images = build_dataset("imagenet_folder", root=str(sample_root()))
+    step = stride or max(1, len(images.items) // n)
+    images.items = images.items[::step][:n]
+    batches = [b for b in make_loader(images, preprocessing or Preprocessing(), 64, 0) if "images" in b]
+    return (torch.cat([b["images"] for b in batches]), torch.cat([b["labels"] for b in batches]),
+            torch.cat([b["image_ids"] for b in batches]))
+
+
+def reference(name: str, image_hwc: np.ndarray, severity: int, seed: int) -> np.ndarray:
+    """imagecorruptions-imaug (the yardstick), seeded, truncated to uint8 like the ImageNet-C generator."""
+    from imagecorruptions import corrupt
+
+    np.random.seed(seed)
+    return np.uint8(corrupt(image_hwc, corruption_name=name, severity=severity))
+
+
+def truncate_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float [0, 1] -> uint8 by truncation, as np.uint8 did in the reference generator."""
+    return (images.clamp(0, 1) * 255.0).to(torch.uint8)
