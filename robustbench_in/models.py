@@ -279,8 +279,12 @@ def tiny_cnn(spec: ModelSpec) -> ModelEntry:
         _load_into(module, load_state_dict_file(spec.weights_file), spec.weights_file)
         origin = Path(spec.weights_file).name
     elif spec.random_init:
-        torch.manual_seed(0)  # explicit, reproducible random init
-        module = TinyCNN(spec.num_classes)
+        # explicit, reproducible random init; differently named tiny models get different weights
+        from robustbench_in.results import stable_hash
+
+        with torch.random.fork_rng():
+            torch.manual_seed(int(stable_hash(spec.name or "tiny_cnn"), 16) % 2**31)
+            module = TinyCNN(spec.num_classes)
         origin = "random init (model.random_init=true)"
     else:
         raise ModelError("tiny_cnn has no pretrained weights: pass model.weights_file=FILE or model.random_init=true")

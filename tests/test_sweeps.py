@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -99,3 +100,40 @@ def test_sweep_with_a_missing_model_still_runs_the_other_jobs(tmp_path):
     assert proc.returncode == 1
     assert "weights resnet50/IMAGENET1K_V2 not found" in proc.stderr
     assert len(list(tmp_path.rglob("results.csv"))) == 1
+
+
+def test_two_model_sweep_gives_the_full_report(sample_root, tmp_path):
+    """2 tiny models x (clean + 3 corruptions x 2 severities) on 16 images, then task=report."""
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(main_cmd(
+        "-m", "model=tiny_cnn", "model.name=tiny_a,tiny_b", "data=imagenet_folder", f"data.root={sample_root}",
+        "data.max_images=16", "suite.corruptions=[gaussian_noise,contrast,fog]", "suite.severities=[1,5]",
+        f"hydra.sweep.dir={sweep}"), capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = pd.concat([pd.read_csv(f).assign(run=f.parent) for f in sweep.rglob("results.csv")])
+    assert len(rows) == 2 * (1 + 3 * 2)
+    report = tmp_path / "report"
+    proc = subprocess.run(main_cmd("task=report", f"sweep_dir=[{sweep}]", f"report.out_dir={report}"),
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = pd.read_csv(report / "summary.csv").set_index("model")
+    assert sorted(summary.index) == ["tiny_a", "tiny_b"]
+    for model, cells in rows.groupby("model"):
+        by_cell = {(c, s): pd.read_parquet(run / rec) for c, s, run, rec in
+                   zip(cells["corruption"], cells["severity"], cells["run"], cells["records"])}
+        clean = by_cell[("clean", 0)]
+        corrupted = [r for (c, _), r in by_cell.items() if c != "clean"]
+        assert summary.loc[model, "clean_top1_err"] == pytest.approx(1 - clean["correct1"].mean())
+        assert summary.loc[model, "clean_top5_err"] == pytest.approx(1 - clean["correct5"].mean())
+        assert summary.loc[model, "clean_nll"] == pytest.approx(-np.log(clean["p_true"].astype(float)).mean(), rel=1e-5)
+        assert summary.loc[model, "corr_top1_err"] == pytest.approx(np.mean([1 - r["correct1"].mean() for r in corrupted]))
+        assert summary.loc[model, "corr_nll"] == pytest.approx(
+            np.mean([-np.log(r["p_true"].astype(float)).mean() for r in corrupted]), rel=1e-5)
+    tex = (report / "summary.tex").read_text()
+    assert all(rule in tex for rule in ("\\toprule", "\\midrule", "\\bottomrule"))
+    for table in tex.split("\\begin{tabular}")[1:]:  # one row per model in every table
+        body = table.split("\\midrule")[1].split("\\bottomrule")[0]
+        assert sorted(line.split("&")[0].strip() for line in body.strip().splitlines()) == ["tiny\\_a", "tiny\\_b"]
+    pngs, pdfs = list((report / "plots").rglob("*.png")), list((report / "plots").rglob("*.pdf"))
+    assert len(pngs) >= 4 and len(pdfs) >= 4
+    assert all(p.stat().st_size > 5000 for p in pngs + pdfs)
