@@ -1,0 +1,332 @@
+"""Digital (and photometric) corruptions of ImageNet-C: spec §3.11-3.15, §4.4, §2.6.
+
+brightness (ImageNet-C category "weather"), contrast, saturate, pixelate, jpeg_compression and elastic_transform
+(category "digital"), plus :func:`jpeg_round_trip`, the uint8 + JPEG step that the released ImageNet-C files went
+through (spec §1.3). Everything is batched torch; only JPEG coding runs on CPU (libjpeg through torchvision, which
+encodes and decodes bit-identically to PIL), and its result is moved back to the input's device.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+
+from corruptions import rng
+from corruptions.registry import register_corruption
+
+REFERENCE_SIZE = 224
+
+BRIGHTNESS_SHIFT = {1: 0.1, 2: 0.2, 3: 0.3, 4: 0.4, 5: 0.5}  # §3.11: V <- clip(V + c, 0, 1)
+CONTRAST_FACTOR = {1: 0.4, 2: 0.3, 3: 0.2, 4: 0.1, 5: 0.05}  # §3.12
+SATURATE_SCALE_SHIFT = {1: (0.3, 0.0), 2: (0.1, 0.0), 3: (2.0, 0.0), 4: (5.0, 0.1), 5: (20.0, 0.2)}  # §4.4
+PIXELATE_FACTOR = {1: 0.6, 2: 0.5, 3: 0.4, 4: 0.3, 5: 0.25}  # §3.14: intermediate size int(224 * f)
+JPEG_QUALITY = {1: 25, 2: 18, 3: 15, 4: 10, 5: 7}  # §3.15
+# §3.13: MK224 writes the elastic parameters as multiples of 244 (not 224); these are the values it used.
+ELASTIC_ALPHA_SIGMA_JITTER = {
+    1: (244 * 2, 244 * 0.7, 244 * 0.1),
+    2: (244 * 2, 244 * 0.08, 244 * 0.2),
+    3: (244 * 0.05, 244 * 0.01, 244 * 0.02),
+    4: (244 * 0.07, 244 * 0.01, 244 * 0.02),
+    5: (244 * 0.12, 244 * 0.01, 244 * 0.02),
+}
+ELASTIC_TRUNCATE = 3.0  # the displacement smoothing's Gaussian is cut at int(3 sigma + 0.5)
+
+# Values this close below a grey level count as that level when truncating to uint8: float32 rounding puts results
+# that the float64 reference computes exactly on a level (common, spec §9 trap 3) a hair below it.
+_TRUNCATE_TOLERANCE = 2.0 ** -10
+
+
+def _size_scale(images: torch.Tensor) -> float:
+    """s = min(H, W) / 224: how much larger than the reference an image is."""
+    return min(images.shape[-2:]) / REFERENCE_SIZE
+
+
+# ----------------------------------------------------------------------------------------------- photometric
+
+
+@register_corruption("brightness", category="weather", random=False,
+                     params={s: {"value_shift": v} for s, v in BRIGHTNESS_SHIFT.items()})
+def brightness(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
+    """Raise the HSV value by c (spec §3.11) via the closed form of §2.6 (hue and saturation are unchanged, so
+    every channel scales by V'/V; black becomes grey c), in float64; pointwise, so size-independent."""
+    shift = BRIGHTNESS_SHIFT[severity]
+    x = images.to(torch.float64)
+    value = x.amax(dim=1, keepdim=True)
+    new_value = (value + shift).clamp(0.0, 1.0)
+    gain = new_value / torch.where(value > 0, value, torch.ones_like(value))
+    out = torch.where(value > 0, x * gain, torch.full_like(x, shift))
+    return out.clamp_(0.0, 1.0).to(images.dtype)
+
+
+@register_corruption("contrast", category="digital", random=False,
+                     params={s: {"factor": v} for s, v in CONTRAST_FACTOR.items()})
+def contrast(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
+    """Shrink every channel toward its own mean over the image, (x - mean_c) * k + mean_c (spec §3.12; per channel,
+    not luminance); a whole-image statistic, so size-independent."""
+    factor = CONTRAST_FACTOR[severity]
+    x = images.to(torch.float64)
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    return ((x - mean) * factor + mean).clamp_(0.0, 1.0).to(images.dtype)
+
+
+@register_corruption("saturate", category="digital", random=False,
+                     params={s: {"scale": m, "shift": a} for s, (m, a) in SATURATE_SCALE_SHIFT.items()})
+def saturate(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
+    """Scale the HSV saturation, S' = clip(S * m + a, 0, 1) (spec §4.4), via the closed form of §2.6 in float64.
+
+    Hue is unchanged, so each channel moves to V - (V - ch) * S'/S. Neutral pixels (S = 0) have hue 0 (red) in
+    scikit-image's convention and become (V, V(1 - S'), V(1 - S')): the red tint of greys at severities 4-5 is the
+    reference's behaviour. Pointwise, so size-independent.
+    """
+    scale, shift = SATURATE_SCALE_SHIFT[severity]
+    x = images.to(torch.float64)
+    value = x.amax(dim=1, keepdim=True)
+    spread = value - x.amin(dim=1, keepdim=True)
+    chromatic = spread > 0
+    sat = spread / torch.where(chromatic, value, torch.ones_like(value))  # chromatic => V > 0; else spread = 0
+    new_sat = (sat * scale + shift).clamp(0.0, 1.0)
+    ratio = new_sat / torch.where(chromatic, sat, torch.ones_like(sat))
+    coloured = value - (value - x) * ratio
+    faded = value * (1.0 - new_sat)
+    grey = torch.cat([value, faded, faded], dim=1)
+    return torch.where(chromatic, coloured, grey).clamp_(0.0, 1.0).to(images.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------- pixelate
+
+_PIL_PRECISION_BITS = 22  # Pillow's 8-bit resampling: 32 - 8 - 2 bits of fixed-point coefficients
+
+
+@functools.lru_cache(maxsize=64)
+def _pil_box_weights_cpu(in_size: int, out_size: int) -> torch.Tensor:
+    """Pillow's BOX resampling for one axis as an (out, in) matrix of its fixed-point integer coefficients.
+
+    Spec §3.14: the box of width scale = in/out, centred at (o + 0.5) * scale, is evaluated at input pixel centres
+    with the rule -0.5 < (i + 0.5 - centre) / max(scale, 1) <= 0.5; weights normalised, then rounded to 22-bit
+    fixed point. Not an area average (``F.interpolate(mode='area')`` differs by up to ~170 levels).
+    """
+    scale = in_size / out_size
+    filter_scale = max(scale, 1.0)
+    support = 0.5 * filter_scale
+    weights = torch.zeros(out_size, in_size, dtype=torch.float64)
+    for o in range(out_size):
+        centre = (o + 0.5) * scale
+        first = max(int(centre - support + 0.5), 0)
+        stop = min(int(centre + support + 0.5), in_size)
+        taps = [1.0 if -0.5 < (i + 0.5 - centre) / filter_scale <= 0.5 else 0.0 for i in range(first, stop)]
+        total = sum(taps)
+        for i, tap in zip(range(first, stop), taps):
+            weights[o, i] = math.floor(0.5 + (tap / total) * (1 << _PIL_PRECISION_BITS)) if total else 0.0
+    return weights
+
+
+@functools.lru_cache(maxsize=64)
+def _pil_box_weights(in_size: int, out_size: int, device: str) -> torch.Tensor:
+    """The cached weights on a device (built once per (in, out) size pair and device)."""
+    return _pil_box_weights_cpu(in_size, out_size).to(device)
+
+
+def _pil_fixed_point_round(acc: torch.Tensor) -> torch.Tensor:
+    """Pillow's ``clip8``: add half, shift right by 22 bits, clamp to 0..255 (exact in float64 for these sums)."""
+    return torch.floor((acc + float(1 << (_PIL_PRECISION_BITS - 1))) / float(1 << _PIL_PRECISION_BITS)).clamp_(0, 255)
+
+
+def pil_box_resize(levels: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """PIL ``resize((width, height), BOX)`` of grey levels (float64 integers 0..255, shape (..., H, W)).
+
+    Horizontal pass first, rounded to uint8 levels, then the vertical pass, as Pillow does (bit-exact).
+    """
+    in_h, in_w = levels.shape[-2:]
+    if width != in_w:
+        levels = _pil_fixed_point_round(levels @ _pil_box_weights(in_w, width, str(levels.device)).T)
+    if height != in_h:
+        levels = _pil_fixed_point_round(_pil_box_weights(in_h, height, str(levels.device)) @ levels)
+    return levels
+
+
+def pixelate_size(height: int, width: int, severity: int) -> tuple[int, int]:
+    """Intermediate (h, w) of pixelate: int(224 * f) at 224; elsewhere the block (1/f reference pixels) grows with
+    s = min(H, W) / 224, i.e. int(H * f / s) by int(W * f / s)."""
+    factor = PIXELATE_FACTOR[severity]
+    short = min(height, width)
+    # round() guards against 1-ulp errors turning an exact integer size into the one below it
+    return (max(1, int(round(height * factor * REFERENCE_SIZE / short, 6))),
+            max(1, int(round(width * factor * REFERENCE_SIZE / short, 6))))
+
+
+@register_corruption("pixelate", category="digital", random=False,
+                     params={s: {"factor": v, "size": int(REFERENCE_SIZE * v)} for s, v in PIXELATE_FACTOR.items()})
+def pixelate(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
+    """Box down-sampling to int(224 f) and box up-sampling back (spec §3.14), bit-exact to PIL's BOX filter.
+
+    Works on grey levels like the reference (its input is a uint8 PIL image): the input is rounded to levels, both
+    resizes use Pillow's 22-bit fixed-point weights and uint8 rounding between passes, the output is on the level
+    grid. Resolution: the block size scales with s = min(H, W) / 224 (see :func:`pixelate_size`).
+    """
+    height, width = images.shape[-2:]
+    small_h, small_w = pixelate_size(height, width, severity)
+    levels = torch.round(images.to(torch.float64).clamp(0.0, 1.0) * 255.0)
+    levels = pil_box_resize(levels, small_h, small_w)
+    levels = pil_box_resize(levels, height, width)
+    return (levels / 255.0).to(images.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------- JPEG
+
+
+def _jpeg_codec(levels_u8: torch.Tensor, quality: int) -> torch.Tensor:
+    """Encode and decode a uint8 (N, 3, H, W) batch with libjpeg (4:2:0, IJG tables, like PIL's defaults) on CPU."""
+    cpu = levels_u8.cpu()
+    if cpu.shape[0] == 0:
+        return cpu.clone()
+    encoded = encode_jpeg([img.contiguous() for img in cpu], quality=int(quality))
+    return torch.stack(decode_jpeg(encoded, mode=ImageReadMode.RGB))
+
+
+def jpeg_round_trip(images: torch.Tensor, quality: int = 85) -> torch.Tensor:
+    """The released-file step (spec §1.3): truncate to uint8 like ``np.uint8(x * 255)``, JPEG at ``quality``
+    (baseline, 4:2:0, as PIL saves), decode; float [0, 1] on the input's device and dtype.
+
+    Truncation counts a value within 2**-10 of a grey level below it as that level (float32 rounding of values
+    the float64 reference puts exactly on a level); otherwise it is plain truncation toward zero.
+    """
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"jpeg_round_trip: expected (N, 3, H, W), got {tuple(images.shape)}")
+    if not 1 <= int(quality) <= 100:
+        raise ValueError(f"jpeg_round_trip: quality must be 1-100, got {quality}")
+    levels = torch.floor(images.to(torch.float64).clamp(0.0, 1.0) * 255.0 + _TRUNCATE_TOLERANCE).clamp_(0, 255)
+    decoded = _jpeg_codec(levels.to(torch.uint8), quality)
+    return decoded.to(device=images.device, dtype=images.dtype) / 255.0
+
+
+@register_corruption("jpeg_compression", category="digital", random=False,
+                     params={s: {"quality": v} for s, v in JPEG_QUALITY.items()})
+def jpeg_compression(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
+    """JPEG encode/decode at quality 25, 18, 15, 10, 7 (spec §3.15), bit-identical to PIL (libjpeg on CPU).
+
+    The clean input is rounded to grey levels (the reference encodes the uint8 image). JPEG works on fixed 8x8
+    blocks, so the quality is used unchanged at every size.
+    """
+    levels = torch.round(images.to(torch.float64).clamp(0.0, 1.0) * 255.0).to(torch.uint8)
+    decoded = _jpeg_codec(levels, JPEG_QUALITY[severity])
+    return decoded.to(device=images.device, dtype=images.dtype) / 255.0
+
+
+# ----------------------------------------------------------------------------------------------- elastic warp
+
+
+@functools.lru_cache(maxsize=32)
+def _reflect_gaussian_matrix_cpu(size: int, sigma: float, truncate: float) -> torch.Tensor:
+    """scipy ``gaussian_filter1d(mode='reflect', truncate)`` on a length-``size`` signal as a (size, size) matrix.
+
+    Taps t in [-r, r], r = int(truncate * sigma + 0.5), weights exp(-t^2 / 2 sigma^2) normalised; the signal is
+    extended half-sample symmetrically, i.e. periodically with period 2*size (d c b a | a b c d | d c b a ...), so
+    index i + t folds to m = (i + t) mod 2 size, then m if m < size else 2 size - 1 - m. Folding the kernel into a
+    matrix handles kernels far longer than the signal (1025 taps on 224 pixels at elastic severity 1), where
+    ``F.pad(mode='reflect')`` has the wrong mirror type and cannot pad that far (spec §3.13, §9 trap 15).
+    """
+    radius = int(truncate * sigma + 0.5)
+    taps = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 / (sigma * sigma) * taps.astype(np.float64) ** 2)
+    kernel /= kernel.sum()
+    rows = np.repeat(np.arange(size), taps.size)
+    source = (rows + np.tile(taps, size)) % (2 * size)
+    source = np.where(source < size, source, 2 * size - 1 - source)
+    matrix = np.zeros((size, size), dtype=np.float64)
+    np.add.at(matrix, (rows, source), np.tile(kernel, size))
+    return torch.from_numpy(matrix)
+
+
+@functools.lru_cache(maxsize=32)
+def _reflect_gaussian_matrix(size: int, sigma: float, truncate: float, device: str) -> torch.Tensor:
+    return _reflect_gaussian_matrix_cpu(size, sigma, truncate).to(device)
+
+
+def elastic_control_points(height: int, width: int) -> torch.Tensor:
+    """The three (x, y) points whose jitter defines the random affine: centre +- min(H, W) // 3.
+
+    At 224: (186, 186), (186, 38), (38, 38) (spec §3.13). MK224 builds the centre as (H // 2, W // 2) and uses it
+    as (x, y); this uses (W // 2, H // 2), the same for square images.
+    """
+    cx, cy, half = float(width // 2), float(height // 2), float(min(height, width) // 3)
+    return torch.tensor([[cx + half, cy + half], [cx + half, cy - half], [cx - half, cy - half]], dtype=torch.float64)
+
+
+def elastic_apply(images: torch.Tensor, jitter: torch.Tensor, noise_x: torch.Tensor, noise_y: torch.Tensor,
+                  alpha: float, sigma: float) -> torch.Tensor:
+    """The MK224 elastic transform for given random draws (separated from the sampling so it can be checked
+    against a reference with identical draws).
+
+    ``jitter`` (N, 3, 2): offsets added to the (x, y) control points; ``noise_x``/``noise_y`` (N, H, W): U(-1, 1)
+    fields. Steps (spec §3.13): (1) affine warp mapping the control points to the jittered ones, bilinear,
+    reflect-101 border (OpenCV ``warpAffine`` with float coordinates, i.e. OpenCV >= 5; OpenCV <= 4.12, used for the
+    2018 files, rounds source coordinates to 1/32 px, which differs by up to ~6 levels at edges); (2) displacement
+    dx = alpha * G_sigma(noise_x), dy likewise, Gaussian with half-sample reflect and truncate 3, cast to float32;
+    (3) bilinear resampling at (row + dy, col + dx) with half-sample reflect border (scipy ``map_coordinates``).
+    """
+    n, _, height, width = images.shape
+    dtype = torch.promote_types(images.dtype, torch.float32)
+    device = images.device
+    x = images.to(dtype)
+
+    # (1) inverse affine (output -> source) from the jittered points back to the control points, float64
+    src = elastic_control_points(height, width).to(device)
+    # MK224 adds float32 jitter to float32 points in float32
+    dst = (src.to(torch.float32).unsqueeze(0) + jitter.to(device=device, dtype=torch.float32)).to(torch.float64)
+    ones = torch.ones(n, 3, 1, dtype=torch.float64, device=device)
+    inverse = torch.linalg.solve(torch.cat([dst, ones], dim=2), src.unsqueeze(0).expand(n, 3, 2))  # (N, 3, 2)
+    cols = torch.arange(width, dtype=torch.float64, device=device)
+    rows = torch.arange(height, dtype=torch.float64, device=device)
+    grid_rows, grid_cols = torch.meshgrid(rows, cols, indexing="ij")
+    homogeneous = torch.stack([grid_cols, grid_rows, torch.ones_like(grid_cols)], dim=-1)  # (H, W, 3) as (x, y, 1)
+    source_xy = torch.einsum("hwk,nkc->nhwc", homogeneous, inverse)
+    # align_corners=True + reflection reflects about the border pixel centres: OpenCV's BORDER_REFLECT_101
+    scale_xy = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], dtype=torch.float64, device=device)
+    warped = F.grid_sample(x, (source_xy * scale_xy - 1.0).to(dtype), mode="bilinear",
+                           padding_mode="reflection", align_corners=True)
+
+    # (2) smooth displacement fields: G = A_H @ field @ A_W^T with the folded reflect-Gaussian matrices
+    key = (float(sigma), ELASTIC_TRUNCATE, str(device))
+    smooth_h = _reflect_gaussian_matrix(height, *key)
+    smooth_w = _reflect_gaussian_matrix(width, *key)
+    fields = torch.stack([noise_x, noise_y], dim=1).to(device=device, dtype=torch.float64)  # (N, 2, H, W)
+    displacement = (alpha * (smooth_h @ fields @ smooth_w.T)).to(torch.float32).to(torch.float64)
+
+    # (3) sample at (row + dy, col + dx); align_corners=False + reflection = scipy's half-sample 'reflect'
+    sample_x = (2.0 * (grid_cols + displacement[:, 0]) + 1.0) / width - 1.0
+    sample_y = (2.0 * (grid_rows + displacement[:, 1]) + 1.0) / height - 1.0
+    grid = torch.stack([sample_x, sample_y], dim=-1).to(dtype)
+    out = F.grid_sample(warped, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return out.clamp_(0.0, 1.0).to(images.dtype)
+
+
+def elastic_parameters(severity: int, scale: float) -> tuple[float, float, float]:
+    """(alpha, sigma, jitter) at size scale s: sigma and jitter scale with s; alpha with s**2, because smoothing
+    white noise with an s-times wider Gaussian divides its amplitude by s, and the displacement in pixels must grow
+    by s for the warp to look the same on an s-times larger image."""
+    alpha, sigma, jitter = ELASTIC_ALPHA_SIGMA_JITTER[severity]
+    return alpha * scale * scale, sigma * scale, jitter * scale
+
+
+@register_corruption("elastic_transform", category="digital", random=True,
+                     params={s: {"alpha": a, "sigma": g, "affine_jitter": j}
+                             for s, (a, g, j) in ELASTIC_ALPHA_SIGMA_JITTER.items()})
+def elastic_transform(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
+    """Random affine jitter plus a smooth random displacement field: the MK224 algorithm with its 244-based
+    parameters (spec §3.13; not imagecorruptions' different elastic transform). See :func:`elastic_apply`.
+
+    Draws per image: 6 uniforms U(-eps, eps) for the control points (stream 0), then two U(-1, 1) fields for dx
+    (stream 1) and dy (stream 2). Resolution: sigma and eps scale with s = min(H, W) / 224, alpha with s**2
+    (:func:`elastic_parameters`), so displacements in pixels scale with s.
+    """
+    height, width = images.shape[-2:]
+    alpha, sigma, eps = elastic_parameters(severity, _size_scale(images))
+    jitter = (2.0 * rng.uniform(seeds, (3, 2), stream=0, dtype=torch.float64) - 1.0) * eps
+    noise_x = 2.0 * rng.uniform(seeds, (height, width), stream=1, dtype=torch.float64) - 1.0
+    noise_y = 2.0 * rng.uniform(seeds, (height, width), stream=2, dtype=torch.float64) - 1.0
+    return elastic_apply(images, jitter, noise_x, noise_y, alpha, sigma)
