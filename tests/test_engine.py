@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -103,3 +104,21 @@ def test_crash_mid_run_then_resume_gives_the_same_rows(tiny, samples, tmp_path, 
     pd.testing.assert_frame_equal(store.rows()[cols], reference.rows()[cols])
     again, _ = evaluate(tiny, samples, _cells(), _settings(), store, CTX)
     assert again == []  # everything finished: nothing recomputed
+
+
+def test_faithful_jpeg_is_applied_and_recorded(tiny, samples, tmp_path):
+    plain = [Cell("test_noise", 2, "noise", NOISE)]
+    faithful = [Cell("test_noise", 2, "noise", NOISE, faithful_jpeg=True, jpeg_quality=85)]
+    a, b = ResultStore(tmp_path / "plain"), ResultStore(tmp_path / "jpeg")
+    evaluate(tiny, samples, plain, _settings(), a, CTX)
+    evaluate(tiny, samples, faithful, _settings(), b, CTX)
+    assert a.rows()["jpeg_mode"].tolist() == ["none"] and b.rows()["jpeg_mode"].tolist() == ["faithful_q85"]
+    assert a.rows()["cell_id"].iloc[0] != b.rows()["cell_id"].iloc[0]
+    assert not np.allclose(_records(a)["confidence"], _records(b)["confidence"])
+
+
+def test_corrupt_batch_jpeg_round_trip_quantises(samples):
+    x = torch.rand(2, 3, 32, 32)
+    out = engine.corrupt_batch(Cell("test_noise", 1, "noise", NOISE, faithful_jpeg=True), x, torch.tensor([1, 2]), 0)
+    levels = out * 255
+    assert torch.allclose(levels, levels.round(), atol=1e-4)  # JPEG-decoded uint8 levels
