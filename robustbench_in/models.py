@@ -166,7 +166,7 @@ def efficientnet_lite0(spec: ModelSpec) -> ModelEntry:
         _load_into(module, mapped, str(path))
         origin = path.name
     pre = Preprocessing(input_size=224, resize_size=256, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3)
-    return ModelEntry("efficientnet_lite0", module, pre, "efficientnet_lite0", origin)
+    return ModelEntry(spec.name or "efficientnet_lite0", module, pre, "efficientnet_lite0", origin)
 
 
 def _interp_name(mode: Any) -> str:
