@@ -77,7 +77,7 @@ def register_corruption(
                 category=category,
                 random=random,
                 params=dict(params or {}),
-                description=description if description is not None else (fn.__doc__ or "").strip().split("\n")[0],
+                description=description if description is not None else first_paragraph(fn.__doc__),
                 runs_on=runs_on,
             ),
             overwrite=overwrite,
@@ -85,6 +85,12 @@ def register_corruption(
         return fn
 
     return decorator
+
+
+def first_paragraph(doc: str | None) -> str:
+    """The docstring's first paragraph on one line (what a catalogue or an error message shows)."""
+    para = (doc or "").strip().split("\n\n")[0]
+    return " ".join(line.strip() for line in para.splitlines())
 
 
 def add_corruption(corruption: Corruption, *, overwrite: bool = False) -> Corruption:
