@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib.metadata
 import platform
@@ -24,7 +25,7 @@ from robustbench_in.results import ResultStore
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 CONFIG_GROUPS = ("model", "data", "suite", "runtime")
-USER_ERRORS = (DatasetError, ModelError, UnknownCorruptionError, ValueError, FileNotFoundError, KeyError)
+USER_ERRORS = (DatasetError, ModelError, UnknownCorruptionError, ValueError, FileNotFoundError, KeyError, ImportError)
 FAILED_JOBS: list[str] = []
 
 
@@ -43,24 +44,26 @@ def model_spec(cfg: DictConfig) -> ModelSpec:
 
 
 def _plugin_corruption(entry: dict) -> Corruption:
-    """A suite entry with ``_target_``: any importable callable ``fn(images, severity, seeds)``."""
+    """A suite entry with ``_target_``: any importable callable ``fn(images, severity, seeds)``, or a factory
+    (called with the entry's other keys) returning one or a :class:`Corruption`. The entry's name, category,
+    random and runs_on win over what a factory picked."""
+    from hydra.errors import InstantiationException
     from hydra.utils import get_method, instantiate
 
     entry = dict(entry)
-    target = entry["_target_"]
-    name = entry.pop("name", None) or target.rsplit(".", 1)[-1]
-    category = entry.pop("category", "other")
-    random = bool(entry.pop("random", True))
-    runs_on = entry.pop("runs_on", "any")
-    kwargs = {k: v for k, v in entry.items() if k != "_target_"}
-    if kwargs:  # a factory/class with arguments -> instantiate to get the callable
-        fn = instantiate({"_target_": target, **kwargs})
-    else:
-        fn = get_method(target)
+    target = entry.pop("_target_")
+    meta = {k: entry.pop(k) for k in ("name", "category", "random", "runs_on") if k in entry}
+    meta = {k: v for k, v in meta.items() if v is not None}  # name: null -> the default
+    if "random" in meta:
+        meta["random"] = bool(meta["random"])
+    try:
+        fn = instantiate({"_target_": target, **entry}) if entry else get_method(target)
+    except InstantiationException as err:  # show the factory's own error (one line), not Hydra's wrapper
+        raise (err.__cause__ or err) from None
     if isinstance(fn, Corruption):
-        return fn
-    return Corruption(name=name, fn=fn, category=category, random=random, runs_on=runs_on,
-                      description=(getattr(fn, "__doc__", "") or "").strip().split("\n")[0])
+        return dataclasses.replace(fn, **meta)
+    meta = {"name": target.rsplit(".", 1)[-1], **meta}
+    return Corruption(fn=fn, description=(getattr(fn, "__doc__", "") or "").strip().split("\n")[0], **meta)
 
 
 def suite_corruptions(suite: DictConfig) -> list[Corruption]:
@@ -167,7 +170,9 @@ def task_gallery(cfg: DictConfig) -> Path:
     out = results_dir(cfg) / cfg.gallery.out
     images = build_dataset(**OmegaConf.to_container(cfg.data, resolve=True))
     entry_pre = create_model(model_spec(cfg)).preprocessing
-    write_gallery(images, entry_pre, suite_corruptions(cfg.suite), [check_severity(s) for s in cfg.suite.severities],
+    chosen = suite_corruptions(cfg.suite) or [get_corruption(n) for n in (*corruptions.IMAGENET_C,
+                                                                          *corruptions.IMAGENET_C_EXTRA)]
+    write_gallery(images, entry_pre, chosen, [check_severity(s) for s in cfg.suite.severities],
                   out, image_index=int(cfg.gallery.image), seed=int(cfg.runtime.seed))
     print(f"gallery: {out}")
     return out
