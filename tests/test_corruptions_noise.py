@@ -7,14 +7,16 @@ uint8 truncation, must be within 10 % of the reference's at every severity.
 
 from __future__ import annotations
 
+import decimal
+
 import numpy as np
 import pytest
 import torch
 from scipy import stats
 
 import imagecorruptions
-from corruptions import derive_seeds, get_corruption
-from corruptions.noise import SHOT_PHOTONS, poisson_inverse_cdf, uniform48
+from corruptions import derive_seeds, get_corruption, noise, rng
+from corruptions.noise import SHOT_PHOTONS, poisson, poisson_inverse_cdf
 
 NOISE = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise")
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -69,12 +71,60 @@ def test_shot_noise_has_poisson_distribution():
         assert abs(observed - expected) < 5 * np.sqrt(expected * (1 - expected) / n), (k, observed, expected)
 
 
-def test_uniform48_is_open_unit_interval_with_fine_resolution():
-    u = uniform48(torch.tensor([5, 6]), (100_000,), stream=0)
-    assert u.dtype == torch.float64 and bool(((u > 0) & (u < 1)).all())
-    assert abs(u.mean().item() - 0.5) < 0.005
-    # more than 24 bits: the values are not all on the 2**-24 grid
-    assert bool((torch.frac(u * 2.0 ** 24) != 0.5).any())
+def test_poisson_tables_hold_the_exact_pmf():
+    """Every alias-table row r gives P(k) = pmf(k; r / 16) to float64 precision (checked against 40-digit decimal
+    arithmetic on every 4th row; scipy's own pmf is off by up to ~3e-15), and the masses sum to exactly 1."""
+    table = noise._poisson_table(torch.device("cpu")).view(-1, 256)
+    threshold, alias = (table >> 8).numpy(), (table & 255).numpy()
+    rows = np.broadcast_to(np.arange(table.shape[0])[:, None], alias.shape)
+    units = np.zeros(table.shape, dtype=np.int64)  # exact masses in units of 2**-53: column j keeps threshold[j]
+    np.add.at(units, (rows, np.broadcast_to(np.arange(256), alias.shape)), threshold)
+    np.add.at(units, (rows, alias), (1 << 45) - threshold)  # ... and hands the rest of its 2**45 to alias[j]
+    assert (units >= 0).all() and (units.sum(axis=1) == 2 ** 53).all()
+    with decimal.localcontext() as context:
+        context.prec = 40
+        for r in range(0, table.shape[0], 4):
+            rate = decimal.Decimal(r) / 16
+            p, exact = (-rate).exp(), []
+            for k in range(256):
+                p = p * rate / k if k else p
+                exact.append(float(p))
+            np.testing.assert_allclose(units[r] / 2.0 ** 53, exact, rtol=0, atol=3e-15, err_msg=f"rate {r / 16}")
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.03, 0.0624, 0.5, 1.03, 3.0, 7.77, 12.0, 33.3, 59.99, 64.0, 100.0])
+def test_poisson_sampler_matches_scipy(rate):
+    """Rates on and between the 1/16 grid (the residual term), and above the tables (exact inverse CDF)."""
+    counts = poisson(torch.full((8, 25_000), rate, dtype=torch.float64), torch.arange(8) + 77).flatten().numpy()
+    assert counts.dtype == np.float64 and (counts == np.round(counts)).all() and (counts >= 0).all()
+    if rate == 0.0:
+        assert (counts == 0).all()
+        return
+    n = counts.size
+    edges = np.unique(stats.poisson.ppf(np.linspace(0, 1, 21)[1:-1], rate))  # ~20 bins of similar mass
+    observed = np.bincount(np.searchsorted(edges, counts, side="left"), minlength=edges.size + 1)
+    cdf = np.concatenate([[0.0], stats.poisson.cdf(edges, rate), [1.0]])
+    expected = np.diff(cdf) * n
+    keep = expected > 0
+    assert stats.chisquare(observed[keep], expected[keep] * observed.sum() / expected[keep].sum()).pvalue > 1e-4
+    assert abs(counts.mean() - rate) < 5 * np.sqrt(rate / n)
+
+
+def test_poisson_does_not_depend_on_batch_or_chunking():
+    """Chunk bands depend on the batch size; each element's count must not."""
+    rates = torch.rand(5, 3, 120, 130, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 60
+    rates[0, 0, :2, :3] = 250.0  # a few above the tables
+    seeds = torch.tensor([4, 8, 15, 16, 23])
+    full = poisson(rates, seeds)
+    assert torch.equal(torch.cat([poisson(rates[i:i + 1], seeds[i:i + 1]) for i in range(5)]), full)
+    order = torch.tensor([3, 1, 4, 0, 2])
+    assert torch.equal(poisson(rates[order], seeds[order]), full[order])
+
+
+def test_poisson_handles_nan_and_negative_rates():
+    rate = torch.tensor([[float("nan"), -3.0, 0.0, 2.5]], dtype=torch.float64)
+    counts = poisson(rate, torch.tensor([1]))
+    assert counts[0, :3].tolist() == [0.0, 0.0, 0.0] and counts[0, 3] >= 0
 
 
 def test_gaussian_noise_is_independent_per_channel_with_reference_sigma():
@@ -83,6 +133,17 @@ def test_gaussian_noise_is_independent_per_channel_with_reference_sigma():
     assert abs(noise.std().item() - 0.08) < 0.08 * 0.02
     corr = torch.corrcoef(torch.stack([noise[:, 0].flatten(), noise[:, 1].flatten()]))[0, 1].item()
     assert abs(corr) < 0.02, "noise must be drawn per channel (spec §9 trap 19)"
+
+
+def test_gaussian_and_speckle_noise_are_rng_normal_draws():
+    """The block-wise fused implementations add exactly rng.normal(seeds, images.shape[1:]) (stream 0)."""
+    images = torch.rand(3, 3, 70, 90, generator=torch.Generator().manual_seed(2))
+    seeds = torch.tensor([5, 6, 7])
+    z = rng.normal(seeds, (3, 70, 90))
+    torch.testing.assert_close(get_corruption("gaussian_noise").fn(images, 2, seeds),
+                               (images + 0.12 * z).clamp(0, 1), rtol=0, atol=1e-6)
+    torch.testing.assert_close(get_corruption("speckle_noise").fn(images, 2, seeds),
+                               (images + images * 0.20 * z).clamp(0, 1), rtol=0, atol=1e-6)
 
 
 def test_speckle_noise_scales_with_intensity():
@@ -144,6 +205,13 @@ def test_float64_and_other_sizes(name):
     images = torch.rand(2, 3, 40, 70, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     out = get_corruption(name)(images, 2, torch.tensor([1, 2]))
     assert out.dtype == torch.float64 and out.shape == images.shape
+
+
+@pytest.mark.parametrize("name", NOISE)
+def test_empty_and_tiny_batches(name):
+    for shape in [(0, 3, 8, 8), (2, 3, 0, 5), (1, 3, 1, 1)]:
+        images = torch.full(shape, 0.5)
+        assert get_corruption(name)(images, 3, torch.arange(shape[0])).shape == shape
 
 
 def test_registry_metadata():
