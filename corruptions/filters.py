@@ -9,12 +9,88 @@ than the image (elastic_transform, spec §3.13).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
+import sys
 
 import torch
 import torch.nn.functional as F
 
 BORDER_MODES = ("nearest", "reflect", "reflect101")
+
+CPU_CHUNK_BYTES = 1 << 21  # ~2 MiB of float32 pixels per block: a block's temporaries stay in L2/L3
+
+
+def images_per_chunk(images: torch.Tensor, bytes_per_value: int = 4) -> int:
+    """How many images :func:`map_chunks` processes at once: a ~2 MiB block on CPU, the whole batch elsewhere."""
+    if images.device.type != "cpu":
+        return max(1, images.shape[0])
+    per_image = max(1, math.prod(images.shape[1:]) * bytes_per_value)
+    return max(1, CPU_CHUNK_BYTES // per_image)
+
+
+def _load_libc():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _load_libc() if sys.platform.startswith("linux") else None
+_MADV_HUGEPAGE = 14
+_HUGE_PAGE = 1 << 21
+
+
+def empty_batch(shape, dtype: torch.dtype, device) -> torch.Tensor:
+    """``torch.empty`` for a batch-sized result, backed by transparent huge pages on Linux CPU where possible.
+
+    Why: a fresh 64 x 3 x 224² float32 output (38 MB) is a new memory mapping each time, and touching it costs one
+    page fault per 4 KiB (~9,400 faults, ~15 ms on a VM: as much as a cheap corruption itself). Advising huge pages
+    before the first touch (``madvise(MADV_HUGEPAGE)``, honoured when THP is in "madvise" or "always" mode) turns
+    that into a few dozen 2 MiB faults. Only this buffer's mapping is affected; anywhere else it is plain
+    ``torch.empty``.
+    """
+    out = torch.empty(shape, dtype=dtype, device=device)
+    if _LIBC is not None and out.device.type == "cpu" and out.nbytes >= 4 * _HUGE_PAGE:
+        start = (out.data_ptr() + _HUGE_PAGE - 1) & ~(_HUGE_PAGE - 1)
+        stop = (out.data_ptr() + out.nbytes) & ~(_HUGE_PAGE - 1)
+        if stop > start:
+            _LIBC.madvise(start, stop - start, _MADV_HUGEPAGE)  # advisory: failure just means small pages
+    return out
+
+
+def map_chunks(fn, images: torch.Tensor, *per_image, chunk: int | None = None, fills_out: bool = False
+               ) -> torch.Tensor:
+    """``fn(images, *per_image)`` evaluated over consecutive blocks of images, results stacked along dim 0.
+
+    Why: on CPU a whole-batch pipeline (64 x 3 x 224² float32 = 38 MB per temporary) runs out of cache and pays a
+    page fault per 4 KiB for every fresh temporary (glibc maps allocations above 32 MB anew each time); the same ops
+    on ~2 MiB blocks run several times faster. The corruptions are per-image computations (each image's randomness
+    comes from its own seed), so blocking changes no result. On a GPU the whole batch is one block. ``per_image``
+    tensors (seeds, angles, ...) are split along dim 0 with the images. With ``fills_out=True`` the result has the
+    images' shape and dtype and ``fn(images, *per_image, out=block)`` writes each block into it (saves a copy).
+    """
+    n = images.shape[0]
+    chunk = images_per_chunk(images) if chunk is None else max(1, int(chunk))
+    if fills_out:
+        out = empty_batch(images.shape, images.dtype, images.device)
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            fn(images[start:stop], *(t[start:stop] for t in per_image), out=out[start:stop])
+        return out
+    if n <= chunk:
+        return fn(images, *per_image)
+    out = None
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        part = fn(images[start:stop], *(t[start:stop] for t in per_image))
+        if out is None:
+            out = empty_batch((n, *part.shape[1:]), part.dtype, part.device)
+        out[start:stop] = part
+    return out
 
 
 def border_indices(size: int, before: int, after: int, mode: str, device=None) -> torch.Tensor:
@@ -39,11 +115,70 @@ def border_indices(size: int, before: int, after: int, mode: str, device=None) -
 
 
 def pad_images(images: torch.Tensor, top: int, bottom: int, left: int, right: int, mode: str) -> torch.Tensor:
-    """Extend (..., H, W) by the given amounts with a scipy/OpenCV border mode (see :func:`border_indices`)."""
+    """Extend (..., H, W) by the given amounts with a scipy/OpenCV border mode (see :func:`border_indices`).
+
+    Edge replication and short reflect-101 pads use ``F.pad`` (torch's "replicate" / "reflect"), the rest a gather
+    of rows then columns; same values either way.
+    """
     h, w = images.shape[-2:]
+    pads = (left, right, top, bottom)
+    fast = (mode == "nearest" or (mode == "reflect101" and max(top, bottom) < h and max(left, right) < w))
+    if fast and images.is_floating_point() and images.ndim >= 2 and images.numel() > 0:
+        planes = images.reshape(-1, h, w)
+        padded = F.pad(planes, pads, mode="replicate" if mode == "nearest" else "reflect")
+        return padded.view(*images.shape[:-2], h + top + bottom, w + left + right)
+    if mode == "reflect" and max(top, bottom) <= h and max(left, right) <= w:  # d c b a | a b c d: mirrored slices
+        parts = [images[..., :top, :].flip(-2), images, images[..., h - bottom:, :].flip(-2)]
+        images = torch.cat([part for part in parts if part.shape[-2]], dim=-2)
+        parts = [images[..., :left].flip(-1), images, images[..., w - right:].flip(-1)]
+        return torch.cat([part for part in parts if part.shape[-1]], dim=-1)
     rows = border_indices(h, top, bottom, mode, images.device)
     cols = border_indices(w, left, right, mode, images.device)
     return images.index_select(-2, rows).index_select(-1, cols)
+
+
+def fft_size(n: int) -> int:
+    """The smallest 2^a·3^b·5^c >= n: a length every FFT library transforms quickly."""
+    best = 1 << max(0, (int(n) - 1).bit_length())
+    five = 1
+    while five < best:
+        three = five
+        while three < best:
+            size = three
+            while size < n:
+                size *= 2
+            best = min(best, size)
+            three *= 3
+        five *= 5
+    return best
+
+
+_spectra: dict[tuple, torch.Tensor] = {}
+
+
+def correlate2d_fft(images: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
+    """Per-plane 2-D correlation of (..., H, W) with a centred odd (kh, kw) kernel, borders by ``mode``, via FFT.
+
+    Out(y, x) = Σ K(i, j) · In(y + i - kh//2, x + j - kw//2), as ``cv2.filter2D`` / scipy ``correlate``. The image
+    is border-extended by the kernel's half sizes and transformed at a fast size >= H + kh - 1 (so the circular
+    wrap-around never reaches a kept output), multiplied by the conjugate spectrum of the kernel (cached) and
+    transformed back: O(log) work per pixel instead of kh·kw, exact to float rounding (~1e-6 in float32). Float32
+    unless the input is float64.
+    """
+    kh, kw = kernel.shape
+    h, w = images.shape[-2:]
+    dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
+    padded = pad_images(images.to(dtype), kh // 2, kh // 2, kw // 2, kw // 2, mode)
+    size = (fft_size(h + kh - 1), fft_size(w + kw - 1))
+    key = (tuple(kernel.shape), kernel.to(torch.float64).cpu().numpy().tobytes(), size, dtype, str(images.device))
+    spectrum = _spectra.get(key)
+    if spectrum is None:
+        spectrum = torch.fft.rfft2(kernel.to(dtype=dtype, device=images.device), s=size).conj()
+        if len(_spectra) > 64:
+            _spectra.clear()
+        _spectra[key] = spectrum
+    out = torch.fft.irfft2(torch.fft.rfft2(padded, s=size).mul_(spectrum), s=size)
+    return out[..., :h, :w]
 
 
 def gaussian_kernel1d(sigma: float, truncate: float = 4.0, dtype=torch.float64, device=None) -> torch.Tensor:
@@ -66,15 +201,18 @@ def _correlate_axis(images: torch.Tensor, weights: torch.Tensor, axis: int, mode
     """
     radius = (weights.numel() - 1) // 2
     size = images.shape[axis]
-    idx = border_indices(size, radius, radius, mode, images.device)
     if weights.numel() > _MAX_TAPS_SHIFTED:
+        idx = border_indices(size, radius, radius, mode, images.device)
         rows = torch.arange(size, device=images.device).view(-1, 1).expand(size, weights.numel())
         cols = idx.unfold(0, weights.numel(), 1)  # (size, taps): source index of tap t for output o
         matrix = torch.zeros(size, size, dtype=images.dtype, device=images.device)
         values = weights.to(dtype=images.dtype, device=images.device).repeat(size)
         matrix.index_put_((rows.reshape(-1), cols.reshape(-1)), values, accumulate=True)
         return torch.matmul(matrix, images) if axis == -2 else torch.matmul(images, matrix.T)
-    padded = images.index_select(axis, idx)
+    if axis == -2:
+        padded = pad_images(images, radius, radius, 0, 0, mode)
+    else:
+        padded = pad_images(images, 0, 0, radius, radius, mode)
     out = None
     for t, k in enumerate(weights.tolist()):
         tap = padded.narrow(axis, t, size)
@@ -124,13 +262,22 @@ def clipped_zoom(images: torch.Tensor, factor: float) -> torch.Tensor:
     if float(factor) < 1.0:
         raise ValueError(f"clipped_zoom needs factor >= 1, got {factor}")
     h, w = images.shape[-2:]
-    ch, top, out_h, trim_h = zoom_geometry(h, factor)
-    cw, left, out_w, trim_w = zoom_geometry(w, factor)
-    crop = images[..., top:top + ch, left:left + cw]
+    ch, top, _, _ = zoom_geometry(h, factor)
+    cw, left, _, _ = zoom_geometry(w, factor)
+    return zoom_crop(images[..., top:top + ch, left:left + cw], h, w, factor)
+
+
+def zoom_crop(crop: torch.Tensor, height: int, width: int, factor: float) -> torch.Tensor:
+    """The second half of :func:`clipped_zoom`: the already cut centre crop (ceil(H / z), ceil(W / z)) zoomed by
+    ``factor`` and trimmed to (height, width). Lets a caller produce only the crop (e.g. draw noise for it alone)."""
+    ch, _, out_h, trim_h = zoom_geometry(height, factor)
+    cw, _, out_w, trim_w = zoom_geometry(width, factor)
+    if tuple(crop.shape[-2:]) != (ch, cw):
+        raise ValueError(f"zoom_crop: expected a {ch}x{cw} crop for zoom {factor}, got {tuple(crop.shape[-2:])}")
     if (out_h, out_w) == (ch, cw):  # factor 1: scipy's zoom samples the grid points exactly
         return crop.clone(memory_format=torch.contiguous_format)
     zoomed = F.interpolate(crop, size=(out_h, out_w), mode="bilinear", align_corners=True)
-    return zoomed[..., trim_h:trim_h + h, trim_w:trim_w + w].contiguous()
+    return zoomed[..., trim_h:trim_h + height, trim_w:trim_w + width].contiguous()
 
 
 def motion_blur_kernel(radius: float, sigma: float, dtype=torch.float64, device=None) -> torch.Tensor:
@@ -156,9 +303,13 @@ def motion_blur_offsets(width: int, angles_deg: torch.Tensor) -> tuple[torch.Ten
     return dx, dy
 
 
-def quantize_imagemagick(acc255: torch.Tensor) -> torch.Tensor:
-    """8-bit result of ImageMagick Q16 + 8-bit PNG writer: floor(round_half_up(257·acc) / 257) (spec §2.5 step 5)."""
-    return torch.floor(torch.floor(257.0 * acc255 + 0.5) / 257.0)
+def quantize_imagemagick(acc255: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """8-bit result of ImageMagick Q16 + 8-bit PNG writer: floor(round_half_up(257·acc) / 257) (spec §2.5 step 5).
+
+    For a non-negative accumulator; the levels come back in ``dtype`` (float32 holds them and the Q16 values exactly;
+    the int conversion truncates, i.e. floors)."""
+    q16 = (acc255 * 257.0).add_(0.5).to(torch.int32).to(torch.promote_types(dtype, torch.float32))
+    return q16.div_(257.0).floor_().to(dtype)
 
 
 def motion_blur(images: torch.Tensor, radius: float, sigma: float, angles_deg: torch.Tensor,
@@ -166,35 +317,64 @@ def motion_blur(images: torch.Tensor, radius: float, sigma: float, angles_deg: t
     """ImageMagick ``MotionBlurImage`` on (N, C, H, W) values in [0, 1] with one angle per image (spec §2.5).
 
     Output(y, x) = Σ_i k_i · In(clamp(y + dy_i), clamp(x + dx_i)): a one-sided Gaussian streak along
-    (cos θ, sin θ), edge replicate, per channel. Batched: the image is edge-padded once and every tap is one
-    gather with a per-image linear offset (loop over the ≤ 41 taps only). With ``quantize=True`` the input is read
-    as 8-bit (round(255·x), the reference's PNG round trip) and the result is ImageMagick's 8-bit value / 255;
-    otherwise the float result in the input dtype. The quantised path gathers in the input dtype (8-bit values
-    are exact in float32) but accumulates in float64, so the step-5 rounding boundaries fall as in ImageMagick's
-    double arithmetic (float32 sums flip ~1e-4 of the values by one level).
+    (cos θ, sin θ), edge replicate, per channel. Batched: the rows are edge-padded once (row indices are clamped);
+    a tap is then, for every (image, channel, row), a window of W consecutive values of a padded row. On
+    CPU one ``embedding_bag`` (a fused weighted sum of rows picked by index) reads those windows from an
+    overlapping-window view of the padded planes, in ~2 MiB blocks of images; elsewhere a loop over the ≤ 41 taps
+    copies each tap's rows with ``index_select``. With ``quantize=True`` the input is read as 8-bit (round(255·x),
+    the reference's PNG round trip) and the result is ImageMagick's 8-bit value / 255, accumulated in float64 so
+    the step-5 rounding boundaries fall as in ImageMagick's double arithmetic (float32 sums flip ~1e-4 of the values
+    by one level); otherwise the float result in the input dtype (accumulated in float64 on CPU).
     """
     if not images.is_floating_point():
         raise TypeError(f"motion_blur needs a float tensor, got {images.dtype}")
-    n, c, h, w = images.shape
+    n = images.shape[0]
     angles_deg = torch.as_tensor(angles_deg, device=images.device).reshape(-1)
     if angles_deg.shape[0] != n:
         raise ValueError(f"need one angle per image: {n} images, {angles_deg.shape[0]} angles")
     weights = motion_blur_kernel(radius, sigma)
-    width = weights.numel()
-    dx, dy = motion_blur_offsets(width, angles_deg)
-    reach = width - 1
-    src = torch.round(images * 255.0) if quantize else images
-    padded = pad_images(src, reach, reach, reach, reach, "nearest")
+    dx, dy = motion_blur_offsets(weights.numel(), angles_deg)
+    taps = weights.tolist()
+    fused = images.device.type == "cpu"
+    return map_chunks(lambda x, dx, dy: motion_blur_block(x, taps, dx, dy, quantize, fused), images, dx, dy)
+
+
+def motion_blur_block(images: torch.Tensor, taps: list[float], dx: torch.Tensor, dy: torch.Tensor,
+                      quantize: bool, fused: bool) -> torch.Tensor:
+    """:func:`motion_blur` for given taps and per-image offsets (N, taps); ``fused``: one float64 ``embedding_bag``
+    (fastest on CPU) instead of a loop of ``index_select`` + add over the taps (GPU)."""
+    n, c, h, w = images.shape
+    device = images.device
+    reach = len(taps) - 1
+    if images.numel() == 0:
+        return images.clone()
+    src = images.to(torch.promote_types(images.dtype, torch.float32))
+    if quantize:
+        src = torch.round(src * 255.0)  # integers: exact in any float dtype
+    # rows are padded by edge replication (written straight into the accumulation dtype); the vertical border is
+    # handled by clamping row indices below
     wp = w + 2 * reach
-    flat = padded.reshape(n, c, -1)
-    base = (torch.arange(h, device=images.device).view(h, 1) * wp
-            + torch.arange(w, device=images.device).view(1, w)).view(1, 1, h * w)
-    shift = (dy + reach) * wp + (dx + reach)  # (N, width) linear offset of each tap into the padded image
-    acc = torch.zeros(n, c, h * w, dtype=torch.float64 if quantize else images.dtype, device=images.device)
-    for i, k in enumerate(weights.tolist()):
-        index = (base + shift[:, i].view(n, 1, 1)).expand(n, c, h * w)
-        acc.add_(torch.gather(flat, 2, index), alpha=k)
+    rows_in = src.reshape(n * c, h, w)
+    padded = torch.empty((n * c, h, wp), dtype=torch.float64 if quantize or fused else src.dtype, device=device)
+    padded[..., reach:reach + w] = rows_in
+    padded[..., :reach] = rows_in[..., :1]
+    padded[..., reach + w:] = rows_in[..., w - 1:]
+    windows = padded.view(-1).unfold(0, w, 1)  # windows[j] = padded.flat[j : j + w], a view (no copy)
+    planes = torch.arange(n * c, device=device).view(n, c, 1, 1) * (h * wp)
+    dy, dx = dy.to(device).view(n, 1, 1, -1), dx.to(device).view(n, 1, 1, -1)
+    source_rows = (torch.arange(h, device=device).view(1, 1, h, 1) + dy).clamp_(0, h - 1)
+    index = (planes + source_rows * wp + (dx + reach)).view(n * c * h, len(taps))  # window of row (n, c, y), tap i
+    if fused:
+        # one fused weighted sum of the taps' rows: embedding_bag reads the overlapping window view in place
+        # (float64 only: its float32 path copies the weight table)
+        weights = torch.tensor(taps, dtype=torch.float64).expand(index.shape)
+        acc = F.embedding_bag(index, windows, per_sample_weights=weights, mode="sum")
+    else:
+        acc = None
+        for i, k in enumerate(taps):
+            tap = windows.index_select(0, index[:, i])
+            acc = tap.mul_(k) if acc is None else acc.add_(tap, alpha=k)
     acc = acc.view(n, c, h, w)
     if quantize:
-        return (quantize_imagemagick(acc) / 255.0).to(images.dtype)
-    return acc
+        return quantize_imagemagick(acc, images.dtype).div_(255.0)
+    return acc.to(images.dtype)

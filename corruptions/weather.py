@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from corruptions import rng
-from corruptions.filters import clipped_zoom, gaussian_filter, motion_blur
+from corruptions.filters import (empty_batch, gaussian_filter, images_per_chunk, map_chunks, motion_blur, zoom_crop,
+                                 zoom_geometry)
 from corruptions.registry import register_corruption
 
 REFERENCE_SIZE = 224
@@ -52,18 +53,23 @@ SNOW_PARAMS = {  # spec §3.8: noise mean, noise std, zoom, threshold, blur radi
 
 def snow_layer(seeds: torch.Tensor, height: int, width: int, severity: int, scale: float = 1.0,
                device=None) -> torch.Tensor:
-    """The falling-snow layer (N, 1, H, W), float64 multiples of 1/255 (spec §3.8 steps 2-6).
+    """The falling-snow layer (N, 1, H, W), multiples of 1/255 in float32 (spec §3.8 steps 2-6).
 
     N(μ, σ) noise, clipped_zoom (coarser grains), threshold, truncation to an 8-bit layer (MK224 writes it as
-    a grayscale PNG), ImageMagick motion blur with its 8-bit quantisation at angle U(-135°, -45°).
+    a grayscale PNG), ImageMagick motion blur with its 8-bit quantisation at angle U(-135°, -45°). The noise is
+    drawn for the centre crop that clipped_zoom keeps only (i.i.d. values, so the same distribution as MK224's
+    full frame cut to that crop, at 1/zoom² of the draws) and zoomed in float32 (float64 changes none of the
+    8-bit levels but a handful per million).
     """
     p = SNOW_PARAMS[severity]
-    layer = rng.normal(seeds, (1, height, width), stream=0, dtype=torch.float64).to(device) * p["sigma"] + p["mu"]
-    layer = clipped_zoom(layer, max(p["zoom"] * scale, 1.0))
+    zoom = max(p["zoom"] * scale, 1.0)
+    crop_h, crop_w = zoom_geometry(height, zoom)[0], zoom_geometry(width, zoom)[0]
+    noise = rng.normal(seeds, (1, crop_h, crop_w), stream=0, dtype=torch.float64).to(device)
+    layer = zoom_crop((noise * p["sigma"] + p["mu"]).to(torch.float32), height, width, zoom)
     layer = torch.where(layer < p["threshold"], torch.zeros_like(layer), layer)
-    layer8 = torch.floor(255.0 * layer.clamp(0.0, 1.0))
+    layer8 = torch.floor(255.0 * layer.clamp_(0.0, 1.0))
     angles = -135.0 + 90.0 * rng.uniform(seeds, (1,), stream=1, dtype=torch.float64).view(-1).to(layer.device)
-    return motion_blur(layer8 / 255.0, p["radius"] * scale, p["blur_sigma"] * scale, angles, quantize=True)
+    return motion_blur(layer8.div_(255.0), p["radius"] * scale, p["blur_sigma"] * scale, angles, quantize=True)
 
 
 @register_corruption("snow", category="weather", random=True, params=SNOW_PARAMS)
@@ -72,13 +78,20 @@ def snow(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tens
 
     Haze: x ← b·x + (1 − b)·max(x, 1.5·gray + 0.5) with OpenCV gray weights. Follows MK224 (8-bit truncated
     layer, ImageMagick quantisation); imagecorruptions blurs the unquantised float layer and rounds, a ≤ 1-2 grey
-    level difference in the layer. Other sizes: zoom, blur radius and blur sigma × s (zoom at least 1).
+    level difference in the layer. Other sizes: zoom, blur radius and blur sigma × s (zoom at least 1). Runs in
+    ~2 MiB blocks of images on CPU.
     """
     h, w = images.shape[-2:]
-    flakes = snow_layer(seeds.to(images.device), h, w, severity, size_scale(images), images.device).to(images.dtype)
+    scale = size_scale(images)
     blend = SNOW_PARAMS[severity]["blend"]
-    hazy = blend * images + (1.0 - blend) * torch.maximum(images, 1.5 * _gray(images) + 0.5)
-    return (hazy + flakes + torch.flip(flakes, dims=(-2, -1))).clamp(0.0, 1.0)
+
+    def fall(block: torch.Tensor, block_seeds: torch.Tensor, out: torch.Tensor) -> None:
+        flakes = snow_layer(block_seeds, h, w, severity, scale, block.device).to(block.dtype)
+        haze = torch.maximum(block, _gray(block).mul_(1.5).add_(0.5)).mul_(1.0 - blend)
+        haze.add_(block, alpha=blend).add_(flakes).add_(flakes.flip(dims=(-2, -1)))
+        out.copy_(haze.clamp_(0.0, 1.0))
+
+    return map_chunks(fall, images, seeds.to(images.device), fills_out=True)
 
 
 # --------------------------------------------------------------------------------------------------- frost
@@ -180,15 +193,24 @@ def frost(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Ten
     texture 1.1× (bicubic) and ICI also draws frost6 (randint(6)). Other sizes: textures rescaled by s (see
     :func:`frost_textures`).
     """
-    n, _, h, w = images.shape
+    h, w = images.shape[-2:]
     stack, sizes = frost_textures(h, w, images.device)
-    index, top, left = frost_crop_positions(seeds.to(images.device), sizes, h, w)
-    rows = (top.view(n, 1) + torch.arange(h, device=images.device)).view(n, 1, h, 1)
-    cols = (left.view(n, 1) + torch.arange(w, device=images.device)).view(n, 1, 1, w)
-    channels = torch.arange(3, device=images.device).view(1, 3, 1, 1)
-    crops = stack[index.view(n, 1, 1, 1), channels, rows, cols].to(images.dtype) / 255.0
     p = FROST_PARAMS[severity]
-    return (p["image_weight"] * images + p["frost_weight"] * crops).clamp(0.0, 1.0)
+    hmax, wmax = stack.shape[-2:]
+    windows = stack.view(-1).unfold(0, w, 1)  # windows[j] = the w texture bytes from flat position j, a view
+    planes = torch.arange(3, device=images.device).view(1, 3, 1)
+    rows = torch.arange(h, device=images.device).view(1, 1, h)
+
+    def frosted(block: torch.Tensor, block_seeds: torch.Tensor, out: torch.Tensor) -> None:
+        n = block.shape[0]
+        index, top, left = frost_crop_positions(block_seeds, sizes, h, w)
+        # the crop is h rows of w bytes per channel: copy them as whole rows
+        starts = ((index.view(n, 1, 1) * 3 + planes) * hmax + top.view(n, 1, 1) + rows) * wmax + left.view(n, 1, 1)
+        crops = windows.index_select(0, starts.view(-1)).view(n, 3, h, w)
+        blend = crops.to(block.dtype).mul_(p["frost_weight"] / 255.0).add_(block, alpha=p["image_weight"])
+        out.copy_(blend.clamp_(0.0, 1.0))
+
+    return map_chunks(frosted, images, seeds.to(images.device), fills_out=True)
 
 
 # --------------------------------------------------------------------------------------------------- fog
@@ -215,30 +237,32 @@ def plasma_fractal(seeds: torch.Tensor, map_size: int = 256, decay: float = 2.0,
     wib starts at 100 and is divided by ``decay`` per level. Normalised over the whole map (min → 0, max → 1).
     The uniforms of level l (0 = coarsest) come from streams 3l (centres), 3l + 1 (top edges), 3l + 2 (left edges).
     """
-    if map_size & (map_size - 1):
+    if map_size < 1 or map_size & (map_size - 1):
         raise ValueError(f"plasma map size must be a power of two, got {map_size}")
     n = seeds.shape[0]
-    maps = torch.zeros(n, map_size, map_size, dtype=dtype, device=seeds.device)
-    step, wib, level = map_size, 100.0, 0
-    while step >= 2:
-        half, cells = step // 2, map_size // step
+    # the grid of the current level's corners, kept compact (the map is the final level's grid): (N, cells, cells)
+    grid = torch.zeros(n, 1, 1, dtype=dtype, device=seeds.device)
+    wib, level = 100.0, 0
+    while grid.shape[-1] < map_size:
+        cells = grid.shape[-1]
 
         def wibble(k: int) -> torch.Tensor:
             u = rng.uniform(seeds, (cells, cells), stream=3 * level + k, dtype=dtype)
-            return wib * wib * (2.0 * u - 1.0)
+            return u.mul_(2.0).sub_(1.0).mul_(wib * wib)
 
-        corners = maps[:, ::step, ::step]
-        square = corners + corners.roll(-1, dims=1)
+        square = grid + grid.roll(-1, dims=1)
         square = square + square.roll(-1, dims=2)
-        maps[:, half::step, half::step] = square / 4 + wibble(0)
-        centres = maps[:, half::step, half::step]
-        top_edges = centres + centres.roll(1, dims=1) + corners + corners.roll(-1, dims=2)
-        maps[:, ::step, half::step] = top_edges / 4 + wibble(1)
-        left_edges = centres + centres.roll(1, dims=2) + corners + corners.roll(-1, dims=1)
-        maps[:, half::step, ::step] = left_edges / 4 + wibble(2)
-        step, wib, level = half, wib / decay, level + 1
-    maps = maps - maps.amin(dim=(1, 2), keepdim=True)
-    return maps / maps.amax(dim=(1, 2), keepdim=True)
+        centres = square.mul_(0.25).add_(wibble(0))
+        top_edges = (centres + centres.roll(1, dims=1)).add_(grid).add_(grid.roll(-1, dims=2))
+        top_edges.mul_(0.25).add_(wibble(1))
+        left_edges = (centres + centres.roll(1, dims=2)).add_(grid).add_(grid.roll(-1, dims=1))
+        left_edges.mul_(0.25).add_(wibble(2))
+        even_rows = torch.stack([grid, top_edges], dim=-1).view(n, cells, 2 * cells)  # corner, top edge, ...
+        odd_rows = torch.stack([left_edges, centres], dim=-1).view(n, cells, 2 * cells)  # left edge, centre, ...
+        grid = torch.stack([even_rows, odd_rows], dim=2).view(n, 2 * cells, 2 * cells)
+        wib, level = wib / decay, level + 1
+    grid = grid - grid.amin(dim=(1, 2), keepdim=True)
+    return grid.div_(grid.amax(dim=(1, 2), keepdim=True))
 
 
 @register_corruption("fog", category="weather", random=True, params=FOG_PARAMS)
@@ -250,11 +274,18 @@ def fog(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tenso
     """
     p = FOG_PARAMS[severity]
     h, w = images.shape[-2:]
-    plasma = plasma_fractal(seeds.to(images.device), next_power_of_two(max(h, w)), p["decay"])
-    plasma = plasma[:, None, :h, :w].to(images.dtype)
-    peak = images.amax(dim=(1, 2, 3), keepdim=True)
-    t = p["strength"]
-    return ((images + t * plasma) * peak / (peak + t)).clamp(0.0, 1.0)
+    size, t = next_power_of_two(max(h, w)), p["strength"]
+
+    def veil(block: torch.Tensor, block_seeds: torch.Tensor, out: torch.Tensor) -> None:
+        plasma = plasma_fractal(block_seeds, size, p["decay"])[:, None, :h, :w]
+        peak = block.amax(dim=(1, 2, 3), keepdim=True).to(torch.float64)
+        gain = peak / (peak + t)  # (N, 1, 1, 1): x·m/(m+t) + t·P·m/(m+t), the plasma term in float64
+        fogged = torch.add(block * gain.to(block.dtype), (plasma * (t * gain)).to(block.dtype))
+        out.copy_(fogged.clamp_(0.0, 1.0))
+
+    # 5x the default block (~10 MB): the plasma's coarse levels are many tiny ops, which larger blocks amortise
+    # (measured best from 16 to 32 images at 224)
+    return map_chunks(veil, images, seeds.to(images.device), fills_out=True, chunk=5 * images_per_chunk(images))
 
 
 # --------------------------------------------------------------------------------------------------- spatter
@@ -340,23 +371,31 @@ def canny_edges(gray8: torch.Tensor, low: float = 50.0, high: float = 150.0) -> 
 
 
 def chamfer_distance(zero_mask: torch.Tensor, cap: float, fixed_point: bool = True) -> torch.Tensor:
-    """min(cap, distance to the nearest True pixel) with OpenCV's 5×5 chamfer metric (DIST_L2, mask 5).
+    """min(cap, distance to the nearest True pixel) with OpenCV's 5×5 chamfer metric (DIST_L2, mask 5), float32.
 
     Moves cost 1 (orthogonal), 1.4 (diagonal), 2.1969 (knight), rounded to 16.16 fixed point as OpenCV 3.4/4.x
     (the 2018 generator's) do; ``fixed_point=False`` uses the float32 weights of OpenCV 5 (< 1e-4 apart). Paths
-    stay inside the image.
-    Computed by parallel relaxation over the 16 moves: a distance below ``cap`` needs at most ``cap`` moves, so
-    at most ceil(cap) + 1 rounds (fewer when nothing changes). float32 holds these fixed-point sums exactly.
+    stay inside the image. The distance is the cheapest path, whichever way it is computed: on CPU by OpenCV's
+    own two raster passes (:func:`_chamfer_two_pass`, one step per row for all images at once), elsewhere by
+    parallel relaxation (:func:`_chamfer_relaxation`, ≤ ceil(cap) + 1 rounds of the 16 moves).
     """
     if fixed_point:
-        orth, diag, knight = (round(wt * (1 << _DIST_SHIFT)) / (1 << _DIST_SHIFT) for wt in CHAMFER_WEIGHTS)
+        costs = tuple(round(wt * (1 << _DIST_SHIFT)) / (1 << _DIST_SHIFT) for wt in CHAMFER_WEIGHTS)
     else:
-        orth, diag, knight = (float(torch.tensor(wt, dtype=torch.float32)) for wt in CHAMFER_WEIGHTS)
+        costs = tuple(float(torch.tensor(wt, dtype=torch.float32)) for wt in CHAMFER_WEIGHTS)
+    if zero_mask.device.type == "cpu":
+        return _chamfer_two_pass(zero_mask, float(cap), *costs)
+    return _chamfer_relaxation(zero_mask, float(cap), *costs)
+
+
+def _chamfer_relaxation(zero_mask: torch.Tensor, cap: float, orth: float, diag: float, knight: float
+                        ) -> torch.Tensor:
+    """Parallel relaxation over the 16 moves: a distance below ``cap`` needs at most ``cap`` moves, so at most
+    ceil(cap) + 1 rounds (fewer when nothing changes). float32 holds the fixed-point sums exactly."""
     moves = {orth: ((-1, 0), (1, 0), (0, -1), (0, 1)),
              diag: ((-1, -1), (-1, 1), (1, -1), (1, 1)),
              knight: ((-2, -1), (-2, 1), (2, -1), (2, 1), (-1, -2), (1, -2), (-1, 2), (1, 2))}
     h, w = zero_mask.shape[-2:]
-    cap = float(cap)
     dist = torch.full(zero_mask.shape, cap, dtype=torch.float32, device=zero_mask.device).masked_fill_(zero_mask, 0.0)
     for _ in range(math.ceil(cap) + 1):
         relaxed = dist.clone()
@@ -368,6 +407,53 @@ def chamfer_distance(zero_mask: torch.Tensor, cap: float, fixed_point: bool = Tr
             break
         dist = relaxed
     return dist
+
+
+def _chamfer_two_pass(zero_mask: torch.Tensor, cap: float, orth: float, diag: float, knight: float
+                      ) -> torch.Tensor:
+    """OpenCV's two raster passes, each row step done for every image (and column) at once.
+
+    Forward (top to bottom): a row takes the best of the two rows above through the diagonal / vertical /
+    knight moves, then the left-to-right sweep min(d[x], d[x-1] + orth), which is a running minimum:
+    d[x] = min_{x' <= x} (d[x'] - orth·x') + orth·x. Backward mirrors it. Any cheapest path can be reordered into
+    forward moves then backward moves without leaving the image (its moves lie in one octant), so two passes give
+    exactly the cheapest path, i.e. the relaxation's result. Exact arithmetic: int32 in units of 2^-16 for the
+    16.16 fixed-point costs, float64 otherwise. Rows are laid out (H, planes, W) so a row step reads one block.
+    """
+    h, w = zero_mask.shape[-2:]
+    planes = zero_mask.reshape(-1, h, w)
+    unit = float(1 << _DIST_SHIFT)
+    fixed = all(float(c * unit).is_integer() for c in (cap, orth, diag, knight))
+    if fixed:
+        dtype, (cap, orth, diag, knight) = torch.int32, (int(c * unit) for c in (cap, orth, diag, knight))
+    else:
+        dtype = torch.float64
+    dist = empty_batch((h + 4, planes.shape[0], w + 4), dtype, zero_mask.device).fill_(cap)
+    dist[2:h + 2, :, 2:w + 2].masked_fill_(planes.transpose(0, 1), 0)
+    ramp = torch.arange(w, device=zero_mask.device).to(dtype) * orth
+
+    def relax_row(y: int, step: int) -> None:
+        near, far = dist[y - step], dist[y - 2 * step]  # rows already final in this pass
+        best = near[:, 2:w + 2] + orth
+        torch.minimum(best, torch.minimum(near[:, 1:w + 1], near[:, 3:w + 3]).add_(diag), out=best)
+        torch.minimum(best, torch.minimum(near[:, 0:w], near[:, 4:w + 4]).add_(knight), out=best)
+        torch.minimum(best, torch.minimum(far[:, 1:w + 1], far[:, 3:w + 3]).add_(knight), out=best)
+        row = dist[y, :, 2:w + 2]
+        torch.minimum(best, row, out=best)
+        if step > 0:  # left to right
+            row.copy_(torch.cummin(best.sub_(ramp), dim=1).values.add_(ramp))
+        else:  # right to left
+            row.copy_(torch.cummin(best.add_(ramp).flip(1), dim=1).values.flip(1).sub_(ramp))
+
+    for y in range(2, h + 2):
+        relax_row(y, 1)
+    for y in range(h + 1, 1, -1):
+        relax_row(y, -1)
+    out = empty_batch(zero_mask.shape, torch.float32, zero_mask.device)
+    inner = out.view(-1, h, w).copy_(dist[2:h + 2, :, 2:w + 2].transpose(0, 1))
+    if fixed:
+        inner.div_(unit)  # multiples of 2^-16 below 2^8: exact in float32
+    return out
 
 
 def equalize_hist(gray8: torch.Tensor) -> torch.Tensor:
@@ -398,19 +484,38 @@ def water_layer(layer: torch.Tensor, intensity: float, distance_cap: float = WAT
     (saturated to 0..255); 3×3 box mean, rounded; W = L8 · D scaled to max ``intensity``. A frame without any
     droplet (max W = 0, where the reference divides 0 by 0) gives an all-zero layer.
     """
-    layer8 = torch.floor(255.0 * layer.to(torch.float64)).clamp(0.0, 255.0)
-    edges = canny_edges(layer8)
-    dist = chamfer_distance(edges, distance_cap)
-    dist = torch.floor(box_mean3(dist).to(torch.float32)).to(torch.float64)
-    dist = equalize_hist(dist)
+    layer8, edges = water_outlines(layer)
+    return water_shading(layer8, chamfer_distance(edges, distance_cap), intensity)
+
+
+def water_outlines(layer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """First stage of :func:`water_layer`: (L8 = trunc(255·L) as levels in L's dtype, Canny(50, 150) outlines)."""
+    layer8 = torch.floor(255.0 * layer).clamp_(0.0, 255.0)
+    return layer8, canny_edges(layer8)
+
+
+def water_shading(layer8: torch.Tensor, dist: torch.Tensor, intensity: float) -> torch.Tensor:
+    """Last stage of :func:`water_layer`, from the truncated chamfer distances: box mean, equalizeHist, emboss, box
+    mean, times L8, scaled to max ``intensity``. float32 throughout: every sum is of integers or of 16.16
+    fixed-point distances and stays exact; the one rounding-sensitive product (the first mean's x 1/9) is float64.
+    """
     h, w = dist.shape[-2:]
-    padded = _reflect101(dist, 1)
-    embossed = sum(_EMBOSS[dy + 1][dx + 1] * _shifted(padded, dy, dx, 1, h, w)
+    dist = dist.to(torch.float32)
+    mean = _box_sum3(dist).to(torch.float64).mul_(1.0 / 9.0).to(torch.float32).floor_()
+    levels = _reflect101(equalize_hist(mean), 1)
+    embossed = sum(_EMBOSS[dy + 1][dx + 1] * _shifted(levels, dy, dx, 1, h, w)
                    for dy in (-1, 0, 1) for dx in (-1, 0, 1) if _EMBOSS[dy + 1][dx + 1] != 0.0)
-    dist = torch.round(box_mean3(embossed.clamp(0.0, 255.0)))
-    wet = (layer8 * dist).to(torch.float32)
+    shade = _box_sum3(embossed.clamp_(0.0, 255.0)).div_(9.0).round_()  # exact: no sum/9 lies near a half level
+    wet = layer8.to(torch.float32).mul_(shade)
     peak = wet.amax(dim=(1, 2, 3), keepdim=True)
-    return torch.where(peak > 0, wet / peak.clamp(min=1.0), torch.zeros_like(wet)) * intensity
+    return torch.where(peak > 0, wet / peak.clamp(min=1.0), torch.zeros_like(wet)).mul_(intensity)
+
+
+def _box_sum3(images: torch.Tensor) -> torch.Tensor:
+    """3×3 box sum with reflect-101 border, separable, in the input dtype."""
+    padded = _reflect101(images, 1)
+    rows = padded[..., :-2, :] + padded[..., 1:-1, :] + padded[..., 2:, :]
+    return rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
 
 
 def spatter_noise(seeds: torch.Tensor, height: int, width: int, severity: int, device=None) -> torch.Tensor:
@@ -420,11 +525,20 @@ def spatter_noise(seeds: torch.Tensor, height: int, width: int, severity: int, d
 
 
 def spatter_layer(seeds: torch.Tensor, height: int, width: int, severity: int, scale: float = 1.0,
-                  device=None) -> torch.Tensor:
-    """Thresholded blob layer (N, 1, H, W) float64: N(μ, σ) noise, Gaussian(blob σ·s), values < thr set to 0."""
+                  device=None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Thresholded blob layer (N, 1, H, W): N(μ, σ) noise, Gaussian(blob σ·s), values < thr set to 0.
+
+    float64 by default (the noise of :func:`spatter_noise`; scikit-image's numbers to ~1e-15). ``dtype=float32``
+    draws float32 normals (other values, same distribution, half the random bits) and blurs in float32, for
+    callers that truncate the layer to 8 bits next.
+    """
     p = SPATTER_PARAMS[severity]
-    blobs = gaussian_filter(spatter_noise(seeds, height, width, severity, device), p["blob_sigma"] * scale)
-    return torch.where(blobs < p["threshold"], torch.zeros_like(blobs), blobs)
+    if dtype == torch.float64:
+        noise = spatter_noise(seeds, height, width, severity, device)
+    else:
+        noise = rng.normal(seeds, (1, height, width), stream=0, dtype=dtype).to(device).mul_(p["sigma"]).add_(p["mu"])
+    blobs = gaussian_filter(noise, p["blob_sigma"] * scale)
+    return blobs.masked_fill_(blobs < p["threshold"], 0.0)
 
 
 @register_corruption("spatter", category="weather", random=True, params=SPATTER_PARAMS)
@@ -438,11 +552,30 @@ def spatter(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.T
     p = SPATTER_PARAMS[severity]
     h, w = images.shape[-2:]
     scale = size_scale(images)
-    layer = spatter_layer(seeds.to(images.device), h, w, severity, scale, images.device)
+
+    def mud(block: torch.Tensor, block_seeds: torch.Tensor, out: torch.Tensor) -> None:
+        layer = spatter_layer(block_seeds, h, w, severity, scale, block.device)
+        mask = gaussian_filter((layer > p["threshold"]).to(block.dtype), p["mud_sigma"] * scale)
+        mask = mask.masked_fill_(mask < 0.8, 0.0)
+        brown = block.new_tensor(MUD_COLOR).view(1, 3, 1, 1)
+        out.copy_(torch.lerp(block, brown, mask).clamp_(0.0, 1.0))
+
     if p["mode"] == "mud":
-        mask = gaussian_filter((layer > p["threshold"]).to(torch.float64), p["mud_sigma"] * scale)
-        mask = torch.where(mask < 0.8, torch.zeros_like(mask), mask).to(images.dtype)
-        brown = images.new_tensor(MUD_COLOR).view(1, 3, 1, 1)
-        return (images * (1.0 - mask) + mask * brown).clamp(0.0, 1.0)
-    wet = water_layer(layer, p["intensity"], WATER_DISTANCE_CAP * scale).to(images.dtype)
-    return (images + wet * images.new_tensor(WATER_COLOR).view(1, 3, 1, 1)).clamp(0.0, 1.0)
+        return map_chunks(mud, images, seeds.to(images.device), fills_out=True)
+
+    # water, in three stages so that the chamfer distance's row-by-row passes run once for the whole batch
+    n, device = images.shape[0], images.device
+    seeds = seeds.to(device)
+    layer8 = empty_batch((n, 1, h, w), torch.float32, device)
+    edges = empty_batch((n, 1, h, w), torch.bool, device)
+    chunk = images_per_chunk(images[:, :1])  # single-channel blocks
+    for start in range(0, n, chunk):
+        layer = spatter_layer(seeds[start:start + chunk], h, w, severity, scale, device, dtype=torch.float32)
+        layer8[start:start + chunk], edges[start:start + chunk] = water_outlines(layer)
+    dist = chamfer_distance(edges, WATER_DISTANCE_CAP * scale)
+
+    def shade(block: torch.Tensor, block_levels: torch.Tensor, block_dist: torch.Tensor, out: torch.Tensor) -> None:
+        wet = water_shading(block_levels, block_dist, p["intensity"]).to(block.dtype)
+        out.copy_(wet.mul(block.new_tensor(WATER_COLOR).view(1, 3, 1, 1)).add_(block).clamp_(0.0, 1.0))
+
+    return map_chunks(shade, images, layer8, dist, fills_out=True)

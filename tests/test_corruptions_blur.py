@@ -10,12 +10,15 @@ import torch.nn.functional as F
 import corruptions
 from corruptions.blur import (
     DEFOCUS,
+    GAUSSIAN_SIGMA,
     ZOOM,
     disk_kernel,
+    filter2d_reflect101,
     glass_offsets,
     glass_shuffle,
     zoom_factors,
 )
+from corruptions.filters import clipped_zoom, gaussian_filter
 
 imagecorruptions = pytest.importorskip("imagecorruptions")
 
@@ -196,3 +199,40 @@ def test_cuda_matches_cpu(sample_batch, seeds4, name):
     cpu = run(name, sample_batch, 5, seeds4)
     gpu = run(name, sample_batch.cuda(), 5, seeds4.cuda()).cpu()
     assert (to_uint8(cpu).astype(int) - to_uint8(gpu)).__abs__().max() <= 1
+
+
+# ------------------------------------------------------------------ fast formulations vs their definitions
+
+
+@pytest.mark.parametrize("severity", [1, 3, 5])
+def test_zoom_blur_is_the_mean_of_clipped_zooms(sample_batch, seeds4, severity):
+    """Separable two-tap passes (rows, transposed columns) = (x + Σ clipped_zoom(x, z)) / (len + 1)."""
+    for images in (sample_batch[:2], F.interpolate(sample_batch[:2], size=(61, 97), mode="area")):
+        x = images.double()
+        factors = zoom_factors(severity)
+        expected = (x + sum(clipped_zoom(x, z) for z in factors)) / (len(factors) + 1)
+        ours = run("zoom_blur", images, severity, seeds4[:2])
+        assert (ours.double() - expected.clamp(0, 1)).abs().max() < 2e-6
+
+
+@pytest.mark.parametrize("severity", SEVERITIES)
+def test_defocus_fft_equals_direct_filter2d(sample_batch, seeds4, severity):
+    kernel = disk_kernel(*DEFOCUS[severity])
+    direct = filter2d_reflect101(sample_batch[:2].double(), kernel.double()).clamp(0, 1)
+    assert (run("defocus_blur", sample_batch[:2], severity, seeds4[:2]).double() - direct).abs().max() < 2e-6
+
+
+def test_gaussian_blur_fft_path_equals_separable_filter(sample_batch, seeds4):
+    """Severity 5 (sigma 6, 49 taps) goes through the FFT correlation; compare with the float64 separable sum."""
+    expected = gaussian_filter(sample_batch[:2].double(), GAUSSIAN_SIGMA[5]).clamp(0, 1)
+    assert (run("gaussian_blur", sample_batch[:2], 5, seeds4[:2]).double() - expected).abs().max() < 2e-6
+
+
+@pytest.mark.parametrize("delta", [1, 2, 3, 4])
+def test_glass_offsets_are_uniform_over_the_2delta_values(delta):
+    dx, dy = glass_offsets(torch.arange(4), 100, 100, delta, 2)
+    for offsets in (dx, dy):
+        counts = torch.bincount((offsets + delta).view(-1), minlength=2 * delta).double()
+        assert counts.numel() == 2 * delta
+        assert (counts / counts.sum() - 1 / (2 * delta)).abs().max() < 0.01
+    assert abs(float(torch.corrcoef(torch.stack([dx.view(-1), dy.view(-1)]).double())[0, 1])) < 0.02

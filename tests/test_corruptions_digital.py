@@ -27,6 +27,7 @@ from corruptions.digital import (
     elastic_apply,
     elastic_parameters,
     jpeg_round_trip,
+    pil_box_resize,
     pixelate_size,
 )
 
@@ -270,3 +271,27 @@ def test_cuda_matches_cpu(name, sample_batch):
     assert gpu.is_cuda
     assert (gpu.cpu() - cpu).abs().max().item() < 1e-4
     assert jpeg_round_trip(sample_batch.cuda()).is_cuda
+
+
+@pytest.mark.parametrize("size", [(23, 40), (61, 97), (150, 131), (97, 61)])
+def test_pil_box_resize_is_bit_exact_for_any_size_pair(size):
+    """Down, up and mixed resizes through the sparse taps: Pillow's BOX on one channel, level for level."""
+    image = np.random.default_rng(size[0]).integers(0, 256, (61, 97), dtype=np.uint8)
+    height, width = size
+    expected = np.asarray(Image.fromarray(image).resize((width, height), Image.BOX))
+    ours = pil_box_resize(torch.from_numpy(image).to(torch.int32)[None, None], height, width)
+    assert ours.dtype == torch.int32
+    np.testing.assert_array_equal(ours[0, 0].numpy(), expected)
+
+
+def test_jpeg_codec_threads_change_nothing(sample_batch):
+    """Images are coded on a thread pool of torch's thread count: 1 thread (inline) and 2 threads agree."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        inline = get_corruption("jpeg_compression")(sample_batch, 4, seeds_for("jpeg_compression", 4))
+        torch.set_num_threads(2)
+        pooled = get_corruption("jpeg_compression")(sample_batch, 4, seeds_for("jpeg_compression", 4))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(inline, pooled)

@@ -386,3 +386,33 @@ def test_spatter_mean_abs_change_matches_imagecorruptions(sample_batch, sample_u
         ours = _mean_abs_change_ours(W.spatter, sample_batch, severity, repeats=12)
         ref = _mean_abs_change_numpy(_reference("spatter"), sample_uint8, severity, repeats=12)
         assert ours == pytest.approx(ref, rel=0.10), (severity, ours, ref)
+
+
+@pytest.mark.parametrize("cap", [20.0, 7.3])  # 7.3: not a multiple of 2**-16, so the float64 scan
+def test_chamfer_two_raster_passes_equal_the_relaxation(cap):
+    """The CPU path (OpenCV's two passes, a row at a time) and the device path (parallel relaxation) both give the
+    cheapest path, so the same numbers, with fixed-point and float weights."""
+    masks = torch.rand(3, 1, 37, 53, generator=torch.Generator().manual_seed(2)) < 0.01
+    masks[0] = False  # no outline at all: the cap everywhere
+    weights = [tuple(round(wt * 65536) / 65536 for wt in W.CHAMFER_WEIGHTS),
+               tuple(float(torch.tensor(wt, dtype=torch.float32)) for wt in W.CHAMFER_WEIGHTS)]
+    for costs in weights:
+        scan = W._chamfer_two_pass(masks, cap, *costs)
+        relaxed = W._chamfer_relaxation(masks, cap, *costs)
+        assert scan.dtype == torch.float32 and scan.shape == masks.shape
+        np.testing.assert_allclose(scan.numpy(), relaxed.numpy(), rtol=0, atol=1e-5)
+        assert torch.equal(scan[0], torch.full_like(scan[0], cap)) and (scan[masks] == 0).all()
+    assert torch.equal(W._chamfer_two_pass(masks, 20.0, *weights[0]), W._chamfer_relaxation(masks, 20.0, *weights[0]))
+
+
+def test_spatter_layer_in_float32_is_the_same_liquid():
+    """The water path's float32 layer (own float32 draws) has the float64 layer's statistics."""
+    seeds = _seeds(16)
+    for severity in (1, 3):
+        exact = W.spatter_layer(seeds, 224, 224, severity)
+        fast = W.spatter_layer(seeds, 224, 224, severity, dtype=torch.float32)
+        assert exact.dtype == torch.float64 and fast.dtype == torch.float32
+        threshold = W.SPATTER_PARAMS[severity]["threshold"]
+        assert ((fast == 0) | (fast >= threshold)).all()
+        assert float((fast > 0).float().mean()) == pytest.approx(float((exact > 0).float().mean()), rel=0.05)
+        assert float(fast.mean()) == pytest.approx(float(exact.mean()), rel=0.05)

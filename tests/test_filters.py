@@ -10,9 +10,17 @@ import torch
 from corruptions.filters import (
     border_indices,
     clipped_zoom,
+    correlate2d_fft,
+    fft_size,
     gaussian_filter,
+    images_per_chunk,
+    map_chunks,
     motion_blur,
+    motion_blur_block,
     motion_blur_kernel,
+    motion_blur_offsets,
+    pad_images,
+    zoom_crop,
     zoom_geometry,
 )
 
@@ -177,3 +185,78 @@ def test_motion_blur_zero_angle_trails_to_the_right():
     x[..., 20] = 1.0
     out = motion_blur(x, 10, 3, torch.zeros(1))[0, 0, 2]
     assert out[21:].abs().max() == 0 and out[:21].sum() == pytest.approx(1.0) and out[20] == out.max()
+
+
+def test_motion_blur_fused_and_looped_paths_agree(motion_case):
+    """The CPU path (one embedding_bag) and the device path (index_select per tap) are the same sum."""
+    images, angles = motion_case
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).double() / 255.0
+    taps = motion_blur_kernel(12, 5).tolist()
+    dx, dy = motion_blur_offsets(len(taps), torch.from_numpy(angles))
+    for quantize in (False, True):
+        fused = motion_blur_block(x, taps, dx, dy, quantize, fused=True)
+        looped = motion_blur_block(x, taps, dx, dy, quantize, fused=False)
+        np.testing.assert_allclose(fused.numpy(), looped.numpy(), rtol=0, atol=0 if quantize else 1e-12)
+
+
+# ------------------------------------------------------------------ padding, FFT correlation, blocks
+
+
+@pytest.mark.parametrize("mode,np_mode", [("nearest", "edge"), ("reflect", "symmetric"), ("reflect101", "reflect")])
+@pytest.mark.parametrize("pads", [(2, 3, 1, 4), (0, 5, 6, 0), (11, 11, 40, 40)])  # the last: pads beyond the size
+def test_pad_images_matches_numpy_pad(random_images, mode, np_mode, pads):
+    top, bottom, left, right = pads
+    ours = pad_images(torch.from_numpy(random_images), top, bottom, left, right, mode).numpy()
+    expected = np.pad(random_images, ((0, 0), (0, 0), (top, bottom), (left, right)), mode=np_mode)
+    assert np.array_equal(ours, expected)
+
+
+def test_fft_size_is_the_smallest_5_smooth_length():
+    def smooth(n):
+        for p in (2, 3, 5):
+            while n % p == 0:
+                n //= p
+        return n == 1
+
+    for n in range(1, 400):
+        assert fft_size(n) == next(m for m in range(n, 2 * n + 2) if smooth(m)), n
+
+
+@pytest.mark.parametrize("mode,nd_mode", [("nearest", "nearest"), ("reflect101", "mirror"), ("reflect", "reflect")])
+def test_correlate2d_fft_matches_direct_correlation(random_images, mode, nd_mode):
+    kernel = np.random.default_rng(4).random((7, 5))
+    ours = correlate2d_fft(torch.from_numpy(random_images), torch.from_numpy(kernel), mode).numpy()
+    expected = ndi.correlate(random_images, kernel[None, None], mode=nd_mode)
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-12)  # float64 in, float64 transforms
+    single = correlate2d_fft(torch.from_numpy(random_images).float(), torch.from_numpy(kernel), mode)
+    assert single.dtype == torch.float32
+    np.testing.assert_allclose(single.numpy(), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, None])
+def test_map_chunks_gives_the_whole_batch_result(chunk):
+    images = torch.rand(5, 3, 9, 7, generator=torch.Generator().manual_seed(0))
+    scale = torch.arange(5, dtype=torch.float32) + 1
+
+    def per_image(x, s):  # depends on each image only
+        return x * s.view(-1, 1, 1, 1) + x.mean(dim=(1, 2, 3), keepdim=True)
+
+    def into(x, s, out):
+        out.copy_(per_image(x, s))
+
+    expected = per_image(images, scale)
+    assert torch.equal(map_chunks(per_image, images, scale, chunk=chunk), expected)
+    filled = map_chunks(into, images, scale, chunk=chunk, fills_out=True)
+    assert torch.equal(filled, expected) and filled.data_ptr() != images.data_ptr()
+    assert map_chunks(into, images[:0], scale[:0], fills_out=True).shape == (0, 3, 9, 7)
+    assert images_per_chunk(torch.zeros(64, 3, 224, 224)) == 3  # ~2 MiB of float32 pixels per block
+
+
+def test_zoom_crop_is_clipped_zoom_of_the_centre_crop():
+    x = torch.rand(2, 1, 40, 52, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    for factor in (1.0, 1.13, 2.5):
+        (ch, top, _, _), (cw, left, _, _) = zoom_geometry(40, factor), zoom_geometry(52, factor)
+        crop = x[..., top:top + ch, left:left + cw]
+        assert torch.equal(zoom_crop(crop, 40, 52, factor), clipped_zoom(x, factor))
+    with pytest.raises(ValueError, match="crop"):
+        zoom_crop(x, 40, 52, 2.0)
