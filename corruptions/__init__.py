@@ -28,7 +28,7 @@ from corruptions.rng import derive_seeds
 __version__ = "0.1.0"
 
 # Importing the category modules registers the built-in corruptions (order = ImageNet-C order).
-from corruptions import noise, blur, weather, digital  # noqa: E402,F401  isort: skip
+from corruptions import noise, blur, weather, digital, sensor  # noqa: E402,F401  isort: skip
 
 IMAGENET_C = (
     "gaussian_noise", "shot_noise", "impulse_noise",
@@ -38,8 +38,16 @@ IMAGENET_C = (
 )
 IMAGENET_C_EXTRA = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 
+# The camera/sensor-style shifts of ``corruptions.sensor`` (registry category "sensor").
+SENSOR = (
+    "sensor_noise", "low_light_noise", "overexposure", "hot_dead_pixels", "low_bit_depth", "bayer_demosaic",
+    "vignetting", "chromatic_aberration", "lens_distortion", "rolling_shutter",
+    "white_balance_error", "oversharpening", "double_jpeg",
+)
+
 __all__ = [
     "CATEGORIES", "ENTRY_POINT_GROUP", "SEVERITIES", "Corruption", "UnknownCorruptionError", "add_corruption",
     "apply_corruption", "check_severity", "derive_seeds", "get_corruption", "list_corruptions",
     "load_entry_points", "register_corruption", "unregister_corruption", "IMAGENET_C", "IMAGENET_C_EXTRA",
+    "SENSOR",
 ]

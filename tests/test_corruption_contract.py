@@ -56,6 +56,9 @@ SEVERITY_PATTERN = {
     "saturate": "+-++",
     # s1-s2 add a large random affine (±24.4, ±48.8 px), s3-s5 only ±4.88 px plus local jitter (§3.13)
     "elastic_transform": "+-++",
+    # a displacement: on the fixture's periodic texture, |image - shifted image| is not monotone in the shift
+    # (s2 -> s3 moves rows by ~27 vs ~36 px); tests/test_sensor.py checks the growth on real photographs
+    "rolling_shutter": "+~++",
 }
 RELATIVE_TOLERANCE = 0.02
 
@@ -157,8 +160,9 @@ def test_contract(name, severity):
     # randomness comes from the seeds (random corruptions) or not at all (deterministic ones)
     other = apply_corruption(corruption, IMAGES, severity, seeds_for(name, run_seed=RUN_SEED + 1))
     if corruption.random:
-        for i in range(len(IMAGES)):
-            assert not torch.equal(other[i], out[i]), f"image {i}: a different seed gave the same result"
+        # per image a random choice may be discrete (warm/cool, one of six frost textures) and coincide,
+        # but a new run seed must change the batch as a whole
+        assert not torch.equal(other, out), "declared random but a different run seed gave the same batch"
     else:
         assert torch.equal(other, out), "declared deterministic (random=False) but the seed changes the result"
 
