@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
+
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as main.py does: huge pages for the CPU allocator
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

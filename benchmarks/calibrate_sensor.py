@@ -13,8 +13,11 @@ flagged. ``--max-images N`` evaluates N images spread evenly over the sample (ev
 
 from __future__ import annotations
 
-import argparse
 import os
+
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch: huge pages for the CPU allocator (main.py)
+
+import argparse
 import sys
 import tempfile
 from pathlib import Path

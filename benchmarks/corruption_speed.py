@@ -9,6 +9,10 @@ how far corruption is from being free relative to the network. Run:
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch: huge pages for the CPU allocator (main.py)
+
 import argparse
 import math
 import time

@@ -9,7 +9,7 @@ CVPR 2019) and applies its effect where it physically happens:
 - in the processing: demosaicing, white balance, then (on the finished sRGB image) sharpening and JPEG.
 
 Severities are calibrated so that EfficientNet-Lite0's top-1 error rises with severity and severity 5 costs at
-least 10 points on the shared ImageNet sample (``benchmarks/calibrate_sensor.py``; docs/corruptions_sensor.md).
+least 10 points on the shared ImageNet sample (``benchmarks/calibrate_sensor.py``; docs/corruptions.md).
 Parameters are given for 224x224 images. Photometric ones are size-independent; geometric ones are relative to
 the image (fractions of the width or half-diagonal), so their pixel displacements scale with s = min(H, W) / 224
 automatically; pixel-sized ones (sharpening radius, photosite pitch) are multiplied by s, as documented per

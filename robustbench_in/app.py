@@ -281,12 +281,23 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("rbin_dirname", _dirname)
 
 
+def infer_data_group(argv: list[str]) -> list[str]:
+    """``data.root=DIR`` without a ``data=`` choice means the user's own images, not the embedded photos:
+    add ``data=imagenet_folder`` (``data=imagenet_flat`` when a ``data.labels_file`` is given too)."""
+    keys = [a.split("=", 1)[0].lstrip("+~") for a in argv if "=" in a and not a.startswith("-")]
+    if "data" in keys or "data.root" not in keys:
+        return argv
+    choice = "imagenet_flat" if "data.labels_file" in keys else "imagenet_folder"
+    print(f"note: data.root given without data=...; using data={choice}")
+    return [*argv, f"data={choice}"]
+
+
 def cli_main(argv: list[str] | None = None) -> int:
     import hydra
 
     register_resolvers()
     register_configs()
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = infer_data_group(list(sys.argv[1:] if argv is None else argv))
     overrides = [a for a in argv if not a.startswith("-") and "=" in a]
     if not any(a in ("-h", "--help", "--hydra-help", "-c", "--cfg", "--info") or a.startswith("--info")
                for a in argv):

@@ -44,3 +44,27 @@ def test_bad_input_gives_one_line(tmp_path, args, expected):
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+
+
+def test_data_root_alone_means_an_imagenet_folder(tmp_path):
+    """``data.root=DIR`` with no ``data=`` choice evaluates DIR, not the embedded photos (the README's advice)."""
+    from PIL import Image
+
+    folder = tmp_path / "val" / "n01440764"  # tench, class 0
+    folder.mkdir(parents=True)
+    Image.new("RGB", (64, 48), (120, 90, 60)).save(folder / "a.JPEG")
+    out = tmp_path / "out"
+    proc = run_main(f"data.root={tmp_path / 'val'}", "model=tiny_cnn", f"results_dir={out}", "runtime.workers=0")
+    assert proc.returncode == 0, proc.stderr
+    assert "using data=imagenet_folder" in proc.stdout
+    row = pd.read_csv(out / "results.csv").iloc[0]
+    assert row["dataset"] == "imagenet_folder" and row["n"] == 1
+
+
+def test_infer_data_group_respects_an_explicit_choice():
+    from robustbench_in.app import infer_data_group
+
+    assert infer_data_group(["data.root=/x"]) == ["data.root=/x", "data=imagenet_folder"]
+    assert infer_data_group(["data.root=/x", "data.labels_file=/l"])[-1] == "data=imagenet_flat"
+    assert infer_data_group(["data=imagenet_flat", "data.root=/x"]) == ["data=imagenet_flat", "data.root=/x"]
+    assert infer_data_group(["model=tiny_cnn"]) == ["model=tiny_cnn"]
