@@ -35,11 +35,16 @@ def sample_crops(n: int, preprocessing: Preprocessing | None = None, stride: int
             torch.cat([b["image_ids"] for b in batches]))
 
 
-def reference(name: str, image_hwc: np.ndarray, severity: int, seed: int) -> np.ndarray:
-    """imagecorruptions-imaug (the yardstick), seeded, truncated to uint8 like the ImageNet-C generator."""
+def reference(name: str, image_hwc: np.ndarray, severity: int, seed: int, original: bool = True) -> np.ndarray:
+    """The yardstick, seeded, truncated to uint8 like the ImageNet-C generator: imagecorruptions-imaug, except
+    (``original=True``) frost and elastic_transform, where it departs from the original generator (``mk224.py``)."""
     from imagecorruptions import corrupt
 
+    import mk224
+
     np.random.seed(seed)
+    if original and name in mk224.CORRUPTIONS and image_hwc.shape[:2] == (224, 224):
+        return np.uint8(mk224.CORRUPTIONS[name](image_hwc, severity))
     return np.uint8(corrupt(image_hwc, corruption_name=name, severity=severity))
 
 

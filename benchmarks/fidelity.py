@@ -5,9 +5,9 @@ torch ops) and by imagecorruptions-imaug (the reference yardstick), both truncat
 ImageNet-C generator, optionally both JPEG-85 round-tripped (--jpeg), and classified by the bundled
 EfficientNet-Lite0. Also prints the mean absolute change from clean (ours / reference) and, for the
 deterministic corruptions, the PSNR between ours and the reference. Targets: |difference| <= 3 points
-per cell and <= 1.5 on average. Note: the reference package's elastic_transform and frost differ from
-the original ImageNet-C generator that we follow (spec §3.9, §3.13), so those rows compare different
-algorithms. Run:
+per cell and <= 1.5 on average. The reference package's elastic_transform and frost differ from the
+original ImageNet-C generator that we follow (spec §3.9, §3.13); for those two the yardstick is the original
+algorithm in numpy (``mk224.py``). Run:
 
     python benchmarks/fidelity.py [--max-images 100] [--corruptions fog snow] [--jpeg]
 """

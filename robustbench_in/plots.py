@@ -8,6 +8,7 @@ Inputs are the report's DataFrames (cells as in results.csv, and the summary); n
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,10 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import PercentFormatter
 
 from robustbench_in.alexnet import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS
+
+# matplotlib's PDF backend subsets fonts through fontTools, which logs every table at INFO; Hydra's logging
+# setup would print them all
+logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 SINGLE_COLUMN_IN = 3.3
 DOUBLE_COLUMN_IN = 7.0

@@ -8,10 +8,8 @@ sweeps can be merged. All errors are fractions in the CSV / Parquet outputs; LaT
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ import pyarrow.parquet as pq
 
 from robustbench_in import metrics
 from robustbench_in.alexnet import ALEXNET_CLEAN_ERR, ALEXNET_ERR, ALEXNET_SOURCE, SEVERITIES
+from robustbench_in.results import atomic_write
 
 RESULTS_FILE = "results.csv"
 CLEAN = "clean"
@@ -508,20 +507,6 @@ def to_markdown(summary: pd.DataFrame, corruptions: pd.DataFrame | None = None) 
 # -------------------------------------------------------------------------------------------- run_report
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Write through a temporary sibling and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def run_report(sweep_dirs: Sequence[Path | str], out_dir: Path | str, baseline: str | None = None,
                n_boot: int = 1000, seed: int = 0) -> dict[str, Path]:
     """Read every results.csv under ``sweep_dirs`` and write tables and plots into ``out_dir``.
@@ -546,15 +531,15 @@ def run_report(sweep_dirs: Sequence[Path | str], out_dir: Path | str, baseline: 
     cells = cells.sort_values(["dataset", "model", "corruption", "severity"], kind="stable").reset_index(drop=True)
 
     written: dict[str, Path] = {}
-    written["cells_csv"] = _atomic_write(out_dir / "cells.csv", lambda p: cells.to_csv(p, index=False))
-    written["cells_parquet"] = _atomic_write(out_dir / "cells.parquet", lambda p: cells.to_parquet(p, index=False))
-    written["summary_csv"] = _atomic_write(out_dir / "summary.csv", lambda p: summary.to_csv(p, index=False))
-    written["corruption_errors_csv"] = _atomic_write(
+    written["cells_csv"] = atomic_write(out_dir / "cells.csv", lambda p: cells.to_csv(p, index=False))
+    written["cells_parquet"] = atomic_write(out_dir / "cells.parquet", lambda p: cells.to_parquet(p, index=False))
+    written["summary_csv"] = atomic_write(out_dir / "summary.csv", lambda p: summary.to_csv(p, index=False))
+    written["corruption_errors_csv"] = atomic_write(
         out_dir / "corruption_errors.csv", lambda p: per_corruption.to_csv(p, index=False))
-    written["paired_tests_csv"] = _atomic_write(out_dir / "paired_tests.csv",
+    written["paired_tests_csv"] = atomic_write(out_dir / "paired_tests.csv",
                                                 lambda p: paired.to_csv(p, index=False))
     tex, md = to_latex(summary), to_markdown(summary, per_corruption)
-    written["summary_tex"] = _atomic_write(out_dir / "summary.tex", lambda p: p.write_text(tex, encoding="utf-8"))
-    written["summary_md"] = _atomic_write(out_dir / "summary.md", lambda p: p.write_text(md, encoding="utf-8"))
+    written["summary_tex"] = atomic_write(out_dir / "summary.tex", lambda p: p.write_text(tex, encoding="utf-8"))
+    written["summary_md"] = atomic_write(out_dir / "summary.md", lambda p: p.write_text(md, encoding="utf-8"))
     written.update(plots.make_all(df, summary, out_dir / "plots"))
     return written

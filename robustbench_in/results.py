@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -44,18 +45,28 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
-def _atomic_write(path: Path, write) -> None:
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Write through a temporary sibling, fsync and rename, so a reader (or a killed run) never sees half a
+    file. The file gets the usual permissions (0666 minus the umask), not mkstemp's private 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        write(tmp)
+        write(Path(tmp))
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    return path
 
 
 class ResultStore:
@@ -91,7 +102,7 @@ class ResultStore:
         return self._shard_path(cell_id, shard).is_file()
 
     def write_shard(self, cell_id: str, shard: int, records: pd.DataFrame) -> None:
-        _atomic_write(self._shard_path(cell_id, shard), lambda tmp: records.to_parquet(tmp, index=False))
+        atomic_write(self._shard_path(cell_id, shard), lambda tmp: records.to_parquet(tmp, index=False))
 
     def load_shards(self, cell_id: str, n_shards: int) -> pd.DataFrame:
         frames = [pd.read_parquet(self._shard_path(cell_id, k)) for k in range(n_shards)]
@@ -102,7 +113,7 @@ class ResultStore:
     def finish_cell(self, row: dict, records: pd.DataFrame) -> None:
         """Write the cell's records, then its row; drop its partial shards."""
         rel = f"records/{row['cell_id']}.parquet"
-        _atomic_write(self.root / rel, lambda tmp: records.to_parquet(tmp, index=False))
+        atomic_write(self.root / rel, lambda tmp: records.to_parquet(tmp, index=False))
         self.append_rows([{**row, "records": rel}])
         shutil.rmtree(self.root / "partial" / str(row["cell_id"]), ignore_errors=True)
 
@@ -114,7 +125,7 @@ class ResultStore:
             combined = combined.drop_duplicates(subset="cell_id", keep="first")
             cols = [c for c in RESULT_COLUMNS if c in combined.columns]
             cols += [c for c in combined.columns if c not in cols]
-            _atomic_write(self.csv, lambda tmp: combined[cols].to_csv(tmp, index=False))
+            atomic_write(self.csv, lambda tmp: combined[cols].to_csv(tmp, index=False))
 
     def count_skipped(self, paths: set[str]) -> int:
         path = self.root / "skipped.csv"
@@ -128,7 +139,7 @@ class ResultStore:
         with self.lock():
             if path.is_file():
                 frame = pd.concat([pd.read_csv(path), frame]).drop_duplicates()
-            _atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+            atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
         return path
 
 

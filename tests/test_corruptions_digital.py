@@ -3,20 +3,21 @@
 Deterministic corruptions are compared with imagecorruptions (ICI) after the reference's uint8 truncation
 (PSNR >= 35 dB at every severity), pixelate and JPEG also bit-exactly with PIL. elastic_transform follows MK224,
 which ICI does NOT implement (ICI has a different elastic algorithm, spec §3.13), so it is checked against an
-independent numpy/scipy/OpenCV re-implementation of MK224 written below, pixel-wise with identical random draws
-(numpy's, and the corruption's own counter-based ones).
+independent numpy/scipy/OpenCV re-implementation of MK224 (benchmarks/mk224.py, also the fidelity benchmark's
+yardstick), pixel-wise with identical random draws (numpy's, and the corruption's own counter-based ones).
 """
 
 from __future__ import annotations
 
 import io
+import sys
+from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from scipy.ndimage import gaussian_filter, gaussian_filter1d, map_coordinates
+from scipy.ndimage import gaussian_filter1d
 
 import imagecorruptions
 from corruptions import derive_seeds, get_corruption, rng
@@ -30,6 +31,9 @@ from corruptions.digital import (
     pil_box_resize,
     pixelate_size,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import mk224  # noqa: E402  (the original generator's elastic_transform, numpy)
 
 DIGITAL = ("brightness", "contrast", "saturate", "pixelate", "jpeg_compression", "elastic_transform")
 DETERMINISTIC = ("brightness", "contrast", "saturate", "pixelate", "jpeg_compression")
@@ -137,27 +141,6 @@ def test_contrast_uses_per_channel_means():
 # ---------------------------------------------------------------------------------------------- elastic (MK224)
 
 
-# MK224's (alpha, sigma, eps), spec §3.13: multiples of 244, not 224
-MK224_ELASTIC = {1: (488, 170.8, 24.4), 2: (488, 19.52, 48.8), 3: (12.2, 2.44, 4.88), 4: (17.08, 2.44, 4.88),
-                 5: (29.28, 2.44, 4.88)}
-
-
-def mk224_elastic(image: np.ndarray, severity: int, jitter: np.ndarray, noise_x: np.ndarray,
-                  noise_y: np.ndarray) -> np.ndarray:
-    """Independent MK224 elastic_transform for a 224x224 uint8 image and given draws (OpenCV 5 float warp)."""
-    alpha, sigma, _ = MK224_ELASTIC[severity]
-    image = image.astype(np.float32) / 255.0
-    points = np.float32([[186, 186], [186, 38], [38, 38]])
-    affine = cv2.getAffineTransform(points, points + jitter.astype(np.float32))
-    image = cv2.warpAffine(image, affine, (224, 224), borderMode=cv2.BORDER_REFLECT_101)
-    dx = (gaussian_filter(noise_x, sigma, mode="reflect", truncate=3) * alpha).astype(np.float32)
-    dy = (gaussian_filter(noise_y, sigma, mode="reflect", truncate=3) * alpha).astype(np.float32)
-    rows, cols = np.meshgrid(np.arange(224), np.arange(224), indexing="ij")
-    coords = [rows + dy, cols + dx]
-    out = np.stack([map_coordinates(image[..., c], coords, order=1, mode="reflect") for c in range(3)], axis=-1)
-    return np.clip(out, 0, 1) * 255
-
-
 def assert_close_to_mk224(ours: torch.Tensor, expected: np.ndarray) -> None:
     difference = np.abs(ours.permute(0, 2, 3, 1).double().numpy() * 255 - expected)
     assert difference.max() < 0.05, difference.max()  # grey levels: float32 rounding only
@@ -167,10 +150,10 @@ def assert_close_to_mk224(ours: torch.Tensor, expected: np.ndarray) -> None:
 @pytest.mark.parametrize("severity", [1, 5])
 def test_elastic_apply_matches_mk224_for_numpy_draws(severity, sample_batch, sample_uint8):
     rs = np.random.RandomState(severity)
-    alpha, sigma, eps = MK224_ELASTIC[severity]
+    alpha, sigma, eps = mk224.ELASTIC[severity]
     jitter = rs.uniform(-eps, eps, (4, 3, 2))
     noise_x, noise_y = rs.uniform(-1, 1, (4, 224, 224)), rs.uniform(-1, 1, (4, 224, 224))
-    expected = np.stack([mk224_elastic(sample_uint8[i], severity, jitter[i], noise_x[i], noise_y[i]) for i in range(4)])
+    expected = np.stack([mk224.elastic_with_draws(sample_uint8[i], severity, jitter[i], noise_x[i], noise_y[i]) for i in range(4)])
     ours = elastic_apply(sample_batch, torch.from_numpy(jitter), torch.from_numpy(noise_x), torch.from_numpy(noise_y),
                          alpha, sigma)
     assert_close_to_mk224(ours, expected)
@@ -182,11 +165,11 @@ def test_elastic_transform_is_mk224_fed_with_its_documented_draws(severity, samp
     jitter U(-eps, eps), 1: dx field U(-1, 1), 2: dy field). A statistical comparison with independent draws would
     be weak: the random affine alone moves the mean change of one image by +-30 %."""
     seeds = seeds_for("elastic_transform", severity)
-    eps = MK224_ELASTIC[severity][2]
+    eps = mk224.ELASTIC[severity][2]
     jitter = ((2 * rng.uniform(seeds, (3, 2), stream=0, dtype=torch.float64) - 1) * eps).numpy()
     noise_x = (2 * rng.uniform(seeds, (224, 224), stream=1, dtype=torch.float64) - 1).numpy()
     noise_y = (2 * rng.uniform(seeds, (224, 224), stream=2, dtype=torch.float64) - 1).numpy()
-    expected = np.stack([mk224_elastic(sample_uint8[i], severity, jitter[i], noise_x[i], noise_y[i]) for i in range(4)])
+    expected = np.stack([mk224.elastic_with_draws(sample_uint8[i], severity, jitter[i], noise_x[i], noise_y[i]) for i in range(4)])
     ours = get_corruption("elastic_transform")(sample_batch, severity, seeds)
     assert_close_to_mk224(ours, expected)
     change = np.abs(as_reference_uint8(ours) - sample_uint8.astype(np.float64)).mean()
@@ -202,9 +185,9 @@ def test_reflect_gaussian_matrix_equals_scipy(size, sigma):
 
 def test_elastic_parameters_scale_with_resolution():
     for severity in SEVERITIES:
-        assert elastic_parameters(severity, 1.0) == pytest.approx(MK224_ELASTIC[severity], rel=1e-12)
+        assert elastic_parameters(severity, 1.0) == pytest.approx(mk224.ELASTIC[severity], rel=1e-12)
     alpha, sigma, jitter = elastic_parameters(3, 2.0)
-    base = MK224_ELASTIC[3]
+    base = mk224.ELASTIC[3]
     assert (alpha, sigma, jitter) == pytest.approx((4 * base[0], 2 * base[1], 2 * base[2]))
     assert [pixelate_size(224, 224, s) for s in SEVERITIES] == [(134, 134), (112, 112), (89, 89), (67, 67), (56, 56)]
     assert pixelate_size(448, 448, 5) == (56, 56) and pixelate_size(224, 448, 2) == (112, 224)

@@ -122,3 +122,20 @@ def test_corrupt_batch_jpeg_round_trip_quantises(samples):
     out = engine.corrupt_batch(Cell("test_noise", 1, "noise", NOISE, faithful_jpeg=True), x, torch.tensor([1, 2]), 0)
     levels = out * 255
     assert torch.allclose(levels, levels.round(), atol=1e-4)  # JPEG-decoded uint8 levels
+
+
+def test_atomic_write_leaves_a_readable_file_and_no_temporaries(tmp_path):
+    """mkstemp's private 0600 must not leak into results others read (umask 022 -> 0644)."""
+    import os
+    import stat
+
+    from robustbench_in.results import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "t.csv", lambda p: p.write_text("a\n1\n"))
+    finally:
+        os.umask(old)
+    assert path.read_text() == "a\n1\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]
