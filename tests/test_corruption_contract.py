@@ -192,3 +192,22 @@ def test_contract_at_another_resolution(name):
         singles = torch.cat([apply_corruption(CORRUPTIONS[name], images[i:i + 1], severity, seeds[i:i + 1])
                              for i in range(2)])
         assert torch.equal(singles, out)
+
+
+BIG_BATCH = synthetic_images(32, 96, 128, seed=2)  # 147 KiB an image: blocked (~2 MiB) CPU paths split it
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_result_for_batch_sizes_1_7_32_and_shuffled(name):
+    """Image i's result depends on its seed only: batches of 32, of 7 (the last one short), of 1 and a
+    shuffled batch all give the same tensors."""
+    corruption = CORRUPTIONS[name]
+    seeds = derive_seeds(RUN_SEED, torch.arange(100, 132), name, 3)
+    whole = apply_corruption(corruption, BIG_BATCH, 3, seeds)
+    for size in (7, 1):
+        parts = torch.cat([apply_corruption(corruption, BIG_BATCH[i:i + size], 3, seeds[i:i + size])
+                           for i in range(0, 32, size)])
+        assert torch.equal(parts, whole), f"batches of {size} differ from one batch of 32"
+    order = torch.randperm(32, generator=torch.Generator().manual_seed(0))
+    shuffled = apply_corruption(corruption, BIG_BATCH[order], 3, seeds[order])
+    assert torch.equal(shuffled, whole[order]), "a shuffled batch must only permute the outputs"
