@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib.resources
 import importlib.util
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +24,9 @@ from corruptions import weather as W
 cv2 = pytest.importorskip("cv2")
 ic = pytest.importorskip("imagecorruptions")
 from skimage.filters import gaussian as sk_gaussian  # noqa: E402  (the reference's own blur)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import mk224  # noqa: E402  (the original generator's frost, numpy; also the fidelity benchmark's yardstick)
 
 torch.set_num_threads(1)
 
@@ -197,17 +202,6 @@ def _frost_textures_numpy() -> list[np.ndarray]:
     return [np.asarray(Image.open(folder / name).convert("RGB"), dtype=np.float64) for name in W.FROST_FILES]
 
 
-def _mk224_frost(textures):
-    """MK224's frost (spec §3.9) in numpy: randint(5), crop offsets randint(0, Hf−224), no rescale, 0..255 blend."""
-    def corrupt(im, severity):
-        a, f = W.FROST_PARAMS[severity]["image_weight"], W.FROST_PARAMS[severity]["frost_weight"]
-        tex = textures[np.random.randint(5)]
-        r0 = np.random.randint(0, tex.shape[0] - 224)
-        c0 = np.random.randint(0, tex.shape[1] - 224)
-        return np.clip(a * im + f * tex[r0:r0 + 224, c0:c0 + 224], 0, 255)
-    return corrupt
-
-
 def test_frost_textures_come_from_the_installed_package():
     folder = W.frost_texture_dir()
     assert folder.resolve() == (importlib.resources.files("imagecorruptions") / "frost").resolve()
@@ -249,10 +243,9 @@ def test_frost_texture_choice_follows_randint5():
 def test_frost_mean_abs_change_matches_mk224(sample_batch, sample_uint8):
     """Against an MK224 numpy frost, not imagecorruptions: ICI rescales every texture 1.1× (bicubic) before
     cropping and also draws frost6 (randint(6)), which shifts this statistic by a few percent (spec §3.9, §7)."""
-    corrupt = _mk224_frost(_frost_textures_numpy())
     for severity in SEVERITIES:
         ours = _mean_abs_change_ours(W.frost, sample_batch, severity, repeats=64)
-        ref = _mean_abs_change_numpy(corrupt, sample_uint8, severity, repeats=64)
+        ref = _mean_abs_change_numpy(mk224.frost, sample_uint8, severity, repeats=64)
         assert ours == pytest.approx(ref, rel=0.10), (severity, ours, ref)
 
 
