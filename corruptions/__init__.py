@@ -9,6 +9,7 @@ image size elsewhere. This package never imports ``robustbench_in``: it can be u
 """
 
 from corruptions.registry import (
+    BENCHMARKS,
     CATEGORIES,
     ENTRY_POINT_GROUP,
     SEVERITIES,
@@ -27,27 +28,18 @@ from corruptions.rng import derive_seeds
 
 __version__ = "0.1.0"
 
-# Importing the category modules registers the built-in corruptions (order = ImageNet-C order).
+# Importing the category modules registers the built-in corruptions. Keep ImageNet-C's category order: within a
+# benchmark set, registration order is the order list_corruptions() and the tuples below give.
 from corruptions import noise, blur, weather, digital, sensor  # noqa: E402,F401  isort: skip
+from corruptions import registry  # noqa: E402  isort: skip
 
-IMAGENET_C = (
-    "gaussian_noise", "shot_noise", "impulse_noise",
-    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness",
-    "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)
-IMAGENET_C_EXTRA = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-
-# The camera/sensor-style shifts of ``corruptions.sensor`` (registry category "sensor").
-SENSOR = (
-    "sensor_noise", "low_light_noise", "overexposure", "hot_dead_pixels", "low_bit_depth", "bayer_demosaic",
-    "vignetting", "chromatic_aberration", "lens_distortion", "rolling_shutter",
-    "white_balance_error", "oversharpening", "double_jpeg",
-)
+# The benchmark sets, read from the registry (every built-in registers with its ``benchmark``), in published order.
+IMAGENET_C = tuple(registry.registered_names(benchmark="imagenet_c"))  # the 15 benchmark ones; mCE averages these
+IMAGENET_C_EXTRA = tuple(registry.registered_names(benchmark="imagenet_c_extra"))  # the 4 held-out validation ones
+SENSOR = tuple(registry.registered_names(benchmark="sensor"))  # the camera/sensor-style shifts (corruptions.sensor)
 
 __all__ = [
-    "CATEGORIES", "ENTRY_POINT_GROUP", "SEVERITIES", "Corruption", "UnknownCorruptionError", "add_corruption",
-    "apply_corruption", "check_severity", "derive_seeds", "get_corruption", "list_corruptions",
-    "load_entry_points", "register_corruption", "unregister_corruption", "IMAGENET_C", "IMAGENET_C_EXTRA",
-    "SENSOR",
+    "BENCHMARKS", "CATEGORIES", "ENTRY_POINT_GROUP", "SEVERITIES", "Corruption", "UnknownCorruptionError",
+    "add_corruption", "apply_corruption", "check_severity", "derive_seeds", "get_corruption", "list_corruptions",
+    "load_entry_points", "register_corruption", "unregister_corruption", "IMAGENET_C", "IMAGENET_C_EXTRA", "SENSOR",
 ]

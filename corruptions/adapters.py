@@ -12,7 +12,7 @@ state is re-seeded from ``seeds[i]`` before each image), so results do not depen
 Three ways in:
 
 * Python: ``add_corruption(albumentations_corruption("iso_noise", "ISONoise", {1: {...}, ..., 5: {...}}))``;
-* a suite entry (Hydra instantiates it through ``robustbench_in.app``)::
+* a suite entry (the testbed instantiates it with Hydra, ``robustbench_in.evaluate.suite``)::
 
       - _target_: corruptions.adapters.albumentations_corruption
         name: iso_noise

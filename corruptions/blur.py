@@ -15,9 +15,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from corruptions import rng
-from corruptions.filters import (border_indices, correlate2d_fft, gaussian_filter, gaussian_kernel1d,
-                                 map_chunks, motion_blur as _motion_blur, pad_images, zoom_geometry)
+from corruptions import cv, rng
+from corruptions.common import size_scale, work_dtype
+from corruptions.filters import (correlate2d_fft, gaussian_filter, gaussian_kernel1d, map_chunks,
+                                 motion_blur as _motion_blur, zoom_geometry)
 from corruptions.registry import register_corruption
 
 DEFOCUS = {1: (3, 0.1), 2: (4, 0.5), 3: (6, 0.5), 4: (8, 0.5), 5: (10, 0.5)}  # §3.4: (disk radius, alias sigma)
@@ -30,54 +31,16 @@ GAUSSIAN_SIGMA = {1: 1, 2: 2, 3: 3, 4: 4, 5: 6}  # §4.2
 _MOTION_ANGLE_RANGE = (-45.0, 45.0)  # §3.6, degrees, positive = clockwise in image coordinates
 
 
-def _work_dtype(images: torch.Tensor) -> torch.dtype:
-    """At least float32 for the arithmetic (half-precision inputs would band the blur)."""
-    return torch.promote_types(images.dtype, torch.float32)
-
-
-def size_scale(images: torch.Tensor) -> float:
-    """s = min(H, W) / 224: the factor applied to the reference's spatial parameters."""
-    return min(images.shape[-2:]) / 224.0
-
-
 # ---------------------------------------------------------------- defocus_blur
-
-
-def _opencv_gaussian_1d(ksize: int, sigma: float) -> torch.Tensor:
-    """cv2.getGaussianKernel(ksize, sigma, CV_32F): float64 exp, rounded to float32, renormalised (spec §2.2)."""
-    x = torch.arange(ksize, dtype=torch.float64) - (ksize - 1) * 0.5
-    taps = torch.exp((-0.5 / (sigma * sigma)) * x * x).to(torch.float32)
-    return (taps.to(torch.float64) * (1.0 / taps.to(torch.float64).sum())).to(torch.float32)
-
-
-def _opencv_symmetric_filter(array: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Separable float32 filtering of a 2-D array like cv2.sepFilter2D with a symmetric kernel, reflect-101.
-
-    Rows first, then columns, each as k0·x + Σ_j k_j·(x[-j] + x[+j]) in float32 with fused multiply-adds
-    (emulated in float64), OpenCV's symmetric small-kernel form. Agrees with OpenCV to a float32 ulp (≤ 2e-9 per
-    entry; most entries bit-equal, OpenCV's SIMD tails round a few differently); the kernel sums of spec §2.2
-    (1.01297545 / 1.01078582 at s4 / s5) are reproduced.
-    """
-    half = (kernel.numel() - 1) // 2
-    k = kernel.to(torch.float64).tolist()  # float32 values, exactly representable
-    for dim in (1, 0):
-        size = array.shape[dim]
-        padded = array.index_select(dim, border_indices(size, half, half, "reflect101"))
-        out = padded.narrow(dim, half, size) * k[half]
-        for j in range(1, half + 1):
-            pair = padded.narrow(dim, half - j, size) + padded.narrow(dim, half + j, size)  # float32 add
-            out = (out.to(torch.float64) + pair.to(torch.float64) * k[half + j]).to(torch.float32)  # one rounding
-        array = out
-    return array
 
 
 def disk_kernel(radius: float, alias_sigma: float, scale: float = 1.0) -> torch.Tensor:
     """The defocus kernel of spec §2.2, rebuilt without OpenCV: float32 (2L+1)² array.
 
     Binary disk X² + Y² <= r² on the grid -L..L (L = 8 for r <= 8, else r), divided by its pixel count, then
-    anti-aliased with OpenCV's Gaussian (3x3 for r <= 8, else 5x5) under reflect-101 and *not* renormalised,
-    so the s4/s5 kernels keep their > 1 sums. ``scale`` multiplies r, the alias sigma, L and the AA half-width
-    (rounded), for images other than 224x224; scale 1 is the reference exactly.
+    anti-aliased with OpenCV's Gaussian (3x3 for r <= 8, else 5x5; :mod:`corruptions.cv`) under reflect-101 and
+    *not* renormalised, so the s4/s5 kernels keep their > 1 sums. ``scale`` multiplies r, the alias sigma, L and the
+    AA half-width (rounded), for images other than 224x224; scale 1 is the reference exactly.
     """
     r = radius * scale
     if radius <= 8:
@@ -87,16 +50,7 @@ def disk_kernel(radius: float, alias_sigma: float, scale: float = 1.0) -> torch.
     grid = torch.arange(-half, half + 1, dtype=torch.float64)
     inside = (grid.view(-1, 1) ** 2 + grid.view(1, -1) ** 2 <= r * r).to(torch.float32)
     aliased = inside / inside.sum()
-    return _opencv_symmetric_filter(aliased, _opencv_gaussian_1d(2 * aa_half + 1, alias_sigma * scale))
-
-
-def filter2d_reflect101(images: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """cv2.filter2D per channel (correlation, centred anchor, BORDER_REFLECT_101) of (N, C, H, W), direct conv."""
-    n, c, h, w = images.shape
-    kh, kw = kernel.shape
-    padded = pad_images(images, kh // 2, kh // 2, kw // 2, kw // 2, "reflect101")
-    weight = kernel.to(dtype=images.dtype, device=images.device).expand(c, 1, kh, kw)
-    return F.conv2d(padded, weight, groups=c)
+    return cv.sep_filter2d_symmetric(aliased, cv.gaussian_kernel(2 * aa_half + 1, alias_sigma * scale))
 
 
 @functools.lru_cache(maxsize=32)
@@ -105,7 +59,7 @@ def _defocus_kernel(severity: int, scale: float) -> torch.Tensor:
     return disk_kernel(radius, alias_sigma, scale)
 
 
-@register_corruption("defocus_blur", category="blur", random=False,
+@register_corruption("defocus_blur", category="blur", benchmark="imagenet_c", random=False,
                      params={s: {"radius": r, "alias_sigma": a} for s, (r, a) in DEFOCUS.items()})
 def defocus_blur(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
     """Out-of-focus blur: correlation with an anti-aliased disk, reflect-101 border (spec §3.4, trap 7).
@@ -190,7 +144,7 @@ def glass_shuffle(pixels: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, delt
     return out.view(n, c, h, w)
 
 
-@register_corruption("glass_blur", category="blur", random=True,
+@register_corruption("glass_blur", category="blur", benchmark="imagenet_c", random=True,
                      params={s: {"sigma": a, "delta": d, "iterations": i} for s, (a, d, i) in GLASS.items()})
 def glass_blur(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
     """Frosted glass: Gaussian blur, 8-bit truncation, local pixel scrambling, Gaussian blur (spec §3.5, trap 8).
@@ -211,7 +165,7 @@ def glass_blur(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torc
         raise ValueError(f"glass_blur needs images larger than {2 * delta + 1} px, got {h}x{w}")
 
     def scramble(block: torch.Tensor, block_seeds: torch.Tensor, out: torch.Tensor) -> None:
-        first = gaussian_filter(block.to(_work_dtype(images)), sigma)
+        first = gaussian_filter(block.to(work_dtype(images)), sigma)
         pixels8 = torch.floor(first.clamp_(0.0, 1.0).mul_(255.0))
         dx, dy = glass_offsets(block_seeds, h, w, delta, iterations)
         scrambled = glass_shuffle(pixels8, dx, dy, delta)
@@ -223,7 +177,7 @@ def glass_blur(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torc
 # ---------------------------------------------------------------- motion_blur
 
 
-@register_corruption("motion_blur", category="blur", random=True,
+@register_corruption("motion_blur", category="blur", benchmark="imagenet_c", random=True,
                      params={s: {"radius": r, "sigma": g, "angle": _MOTION_ANGLE_RANGE}
                              for s, (r, g) in MOTION.items()})
 def motion_blur(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
@@ -236,7 +190,7 @@ def motion_blur(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> tor
     scale = size_scale(images)
     low, high = _MOTION_ANGLE_RANGE
     angles = low + (high - low) * rng.uniform(seeds.to(images.device), (1,), stream=0, dtype=torch.float64).view(-1)
-    work = images.to(_work_dtype(images))
+    work = images.to(work_dtype(images))
     return _motion_blur(work, radius * scale, sigma * scale, angles, quantize=True).to(images.dtype)
 
 
@@ -282,7 +236,7 @@ def _zoom_rows(planes: torch.Tensor, index: torch.Tensor, weights: torch.Tensor)
     return F.embedding_bag(rows, planes.reshape(p * h, w), per_sample_weights=taps, mode="sum").view(p, -1, w)
 
 
-@register_corruption("zoom_blur", category="blur", random=False,
+@register_corruption("zoom_blur", category="blur", benchmark="imagenet_c", random=False,
                      params={s: {"factors": tuple(round(z, 2) for z in zoom_factors(s))} for s in ZOOM})
 def zoom_blur(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
     """Radial blur: the mean of the image and its centre zooms by each factor (spec §3.7).
@@ -320,14 +274,14 @@ def blur_gaussian_nearest(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """scikit-image's Gaussian (truncate 4, edge-replicate border) of (N, C, H, W) in float32 (float64 stays
     float64): separable shifted sums for short kernels, one FFT correlation with the outer-product kernel for long
     ones (equal within ~1e-6)."""
-    work = images.to(_work_dtype(images))
+    work = images.to(work_dtype(images))
     taps = gaussian_kernel1d(sigma)
     if taps.numel() < _FFT_MIN_TAPS:
         return gaussian_filter(work, sigma)
     return correlate2d_fft(work, torch.outer(taps, taps), "nearest")
 
 
-@register_corruption("gaussian_blur", category="blur", random=False,
+@register_corruption("gaussian_blur", category="blur", benchmark="imagenet_c_extra", random=False,
                      params={s: {"sigma": v} for s, v in GAUSSIAN_SIGMA.items()})
 def gaussian_blur(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
     """scikit-image Gaussian blur, edge-replicate border, truncate 4 (spec §4.2). Size scaling: sigma·s."""

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from corruptions.common import work_dtype
+
 # The four XYZ -> camera matrices that Brooks et al. mix at random (their released unprocess.py); we use their
 # equal-weight mean, the centre of that distribution, as one representative camera.
 _BROOKS_XYZ2CAMS = (
@@ -83,11 +85,6 @@ class Camera:
 # brightness gain is 1 / 0.8, the mean of the brightening they invert (1 / N(0.8, 0.1)).
 DEFAULT_CAMERA = Camera(rgb2cam=_rgb2cam_from_xyz2cam(
     [[sum(m[i][j] for m in _BROOKS_XYZ2CAMS) / len(_BROOKS_XYZ2CAMS) for j in range(3)] for i in range(3)]))
-
-
-def work_dtype(images: torch.Tensor) -> torch.dtype:
-    """At least float32: half precision would band the linear shadows."""
-    return torch.promote_types(images.dtype, torch.float32)
 
 
 # ----------------------------------------------------------------------------------------------- tone and colour

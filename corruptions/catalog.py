@@ -56,17 +56,22 @@ def catalog_markdown() -> str:
     return "\n".join(lines)
 
 
-def refresh(path: Path) -> bool:
-    """Replace the generated block of ``path`` with the current catalogue; True when the file changed."""
+def replace_generated_block(path: Path, begin: str, end: str, body: str) -> bool:
+    """Replace what stands between the ``begin`` and ``end`` marker lines of ``path``; True when it changed."""
     text = path.read_text(encoding="utf-8")
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{path}: no catalogue markers; add the lines {BEGIN!r} and {END!r} where it belongs")
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    new = f"{head}{BEGIN}\n\n{catalog_markdown()}\n{END}{tail}"
+    if begin not in text or end not in text:
+        raise SystemExit(f"{path}: no catalogue markers; add the lines {begin!r} and {end!r} where it belongs")
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    new = f"{head}{begin}\n\n{body}\n{end}{tail}"
     if new != text:
         path.write_text(new, encoding="utf-8")
     return new != text
+
+
+def refresh(path: Path) -> bool:
+    """Replace the generated block of ``path`` with the current catalogue; True when the file changed."""
+    return replace_generated_block(path, BEGIN, END, catalog_markdown())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,6 +17,8 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from corruptions.common import work_dtype
+
 BORDER_MODES = ("nearest", "reflect", "reflect101")
 
 CPU_CHUNK_BYTES = 1 << 21  # ~2 MiB of float32 pixels per block: a block's temporaries stay in L2/L3
@@ -348,7 +350,7 @@ def motion_blur_block(images: torch.Tensor, taps: list[float], dx: torch.Tensor,
     reach = len(taps) - 1
     if images.numel() == 0:
         return images.clone()
-    src = images.to(torch.promote_types(images.dtype, torch.float32))
+    src = images.to(work_dtype(images))
     if quantize:
         src = torch.round(src * 255.0)  # integers: exact in any float dtype
     # rows are padded by edge replication (written straight into the accumulation dtype); the vertical border is

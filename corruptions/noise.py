@@ -13,6 +13,7 @@ import math
 import torch
 
 from corruptions import rng
+from corruptions.common import work_dtype
 from corruptions.registry import register_corruption
 
 GAUSSIAN_SIGMA = {1: 0.08, 2: 0.12, 3: 0.18, 4: 0.26, 5: 0.38}  # §3.1
@@ -35,11 +36,6 @@ _RESIDUAL_ZERO_BELOW = math.floor(math.exp(-1.0 / _GRID) * 2 ** _RESIDUAL_BITS)
 _CPU_CHUNK = 1 << 17  # elements per chunk on CPU: temporaries stay in cache, ops are big enough for 2+ threads
 
 
-def _work_dtype(images: torch.Tensor) -> torch.dtype:
-    """At least float32 for the arithmetic (half-precision inputs would quantise the noise)."""
-    return torch.promote_types(images.dtype, torch.float32)
-
-
 def _flat(images: torch.Tensor) -> torch.Tensor:
     """(N, values per image) view (or copy, if not viewable) of a batch; works for empty batches too."""
     return images.reshape(images.shape[0], math.prod(images.shape[1:]))
@@ -52,7 +48,7 @@ def _bands(rows: int, cols: int, device: torch.device):
         yield c0, min(cols, c0 + width)
 
 
-@register_corruption("gaussian_noise", category="noise", random=True,
+@register_corruption("gaussian_noise", category="noise", benchmark="imagenet_c", random=True,
                      params={s: {"sigma": v} for s, v in GAUSSIAN_SIGMA.items()})
 def gaussian_noise(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
     """Additive white Gaussian noise x + N(0, sigma), per pixel and channel (spec §3.1); size-independent.
@@ -63,7 +59,7 @@ def gaussian_noise(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> 
 
 def _add_normal_noise(images: torch.Tensor, seeds: torch.Tensor, sigma: float, multiplicative: bool) -> torch.Tensor:
     """clamp(x + sigma * z, 0, 1) or clamp(x + sigma * x * z, 0, 1), z = rng.normal(seeds, images.shape[1:])."""
-    dtype = _work_dtype(images)
+    dtype = work_dtype(images)
     x = _flat(images)
     out = torch.empty(x.shape, dtype=dtype, device=images.device)
     for r0, r1, e0, e1, z in rng.normal_blocks(seeds, x.shape[1], stream=0, dtype=dtype):
@@ -267,18 +263,18 @@ def poisson(rate: torch.Tensor, seeds: torch.Tensor, stream: int = 0) -> torch.T
     return _poisson_fill(out, values, seeds, stream).view(rate.shape)
 
 
-@register_corruption("shot_noise", category="noise", random=True,
+@register_corruption("shot_noise", category="noise", benchmark="imagenet_c", random=True,
                      params={s: {"photons": v} for s, v in SHOT_PHOTONS.items()})
 def shot_noise(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
     """Photon noise Poisson(x * c) / c per pixel and channel (spec §3.2); size-independent.
 
     Sampled exactly by the alias-table Poisson sampler (rate x * c computed in float64, exact for float32 x)."""
-    out = torch.empty(images.shape, dtype=_work_dtype(images), device=images.device)
+    out = torch.empty(images.shape, dtype=work_dtype(images), device=images.device)
     _poisson_fill(_flat(out), _flat(images), seeds, 0, photons=float(SHOT_PHOTONS[severity]))
     return out.clamp_(0.0, 1.0).to(images.dtype)
 
 
-@register_corruption("impulse_noise", category="noise", random=True,
+@register_corruption("impulse_noise", category="noise", benchmark="imagenet_c", random=True,
                      params={s: {"amount": v} for s, v in IMPULSE_AMOUNT.items()})
 def impulse_noise(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
     """Salt-and-pepper noise (spec §3.3): each channel value independently becomes 0 or 1 (even odds) with
@@ -305,7 +301,7 @@ def impulse_noise(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> t
     return out.view(images.shape).clamp_(0.0, 1.0)
 
 
-@register_corruption("speckle_noise", category="noise", random=True,
+@register_corruption("speckle_noise", category="noise", benchmark="imagenet_c_extra", random=True,
                      params={s: {"sigma": v} for s, v in SPECKLE_SIGMA.items()})
 def speckle_noise(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
     """Multiplicative Gaussian noise x + x * N(0, sigma), per pixel and channel (spec §4.1); size-independent."""

@@ -19,6 +19,9 @@ import torch
 ENTRY_POINT_GROUP = "robustbench_in.corruptions"
 SEVERITIES = (1, 2, 3, 4, 5)
 CATEGORIES = ("noise", "blur", "weather", "digital", "sensor", "other")
+# The benchmark sets the built-ins belong to, in the order :func:`list_corruptions` lists them: the 15 ImageNet-C
+# benchmark corruptions (those mCE averages over), its 4 held-out "extra" ones, then the camera/sensor shifts.
+BENCHMARKS = ("imagenet_c", "imagenet_c_extra", "sensor")
 
 CorruptionFn = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]
 
@@ -36,6 +39,9 @@ class Corruption:
 
     ``runs_on`` is ``"any"`` for batched torch ops (run on the evaluation device) or ``"cpu"`` for
     ops backed by CPU libraries (e.g. the albumentations adapter), which the engine applies on CPU.
+    ``benchmark`` names the benchmark set a corruption belongs to (one of :data:`BENCHMARKS` for the
+    built-ins, ``""`` for none): ``corruptions.IMAGENET_C`` and the like are read from it, so the
+    published lists are written down once, where the corruptions register.
     """
 
     name: str
@@ -45,6 +51,7 @@ class Corruption:
     params: Mapping[int, Any] = field(default_factory=dict)
     description: str = ""
     runs_on: str = "any"
+    benchmark: str = ""
 
     def __call__(self, images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
         return apply_corruption(self, images, severity, seeds)
@@ -62,6 +69,7 @@ def register_corruption(
     params: Mapping[int, Any] | None = None,
     description: str | None = None,
     runs_on: str = "any",
+    benchmark: str = "",
     overwrite: bool = False,
 ) -> Callable[[CorruptionFn], CorruptionFn]:
     """Decorator that registers ``fn(images, severity, seeds)`` under ``name``.
@@ -79,6 +87,7 @@ def register_corruption(
                 params=dict(params or {}),
                 description=description if description is not None else first_paragraph(fn.__doc__),
                 runs_on=runs_on,
+                benchmark=benchmark,
             ),
             overwrite=overwrite,
         )
@@ -145,10 +154,24 @@ def get_corruption(name: str) -> Corruption:
         raise UnknownCorruptionError(f"unknown corruption {name!r}: {hint}") from None
 
 
-def list_corruptions(category: str | None = None) -> list[str]:
-    """Registered corruption names (optionally of one category), in registration order."""
+def list_corruptions(category: str | None = None, *, benchmark: str | None = None) -> list[str]:
+    """Registered corruption names, optionally only those of one category and/or one benchmark set.
+
+    Order: the benchmark sets of :data:`BENCHMARKS` first, set by set, then everything else; within each, the
+    registration order (for the built-ins the published one, e.g. ImageNet-C's gaussian_noise ... jpeg_compression).
+    """
     _ensure_builtins()
-    return [n for n, c in _REGISTRY.items() if category is None or c.category == category]
+    return registered_names(category, benchmark=benchmark)
+
+
+def registered_names(category: str | None = None, *, benchmark: str | None = None) -> list[str]:
+    """:func:`list_corruptions` of the registry as it stands, without loading entry points first (safe while
+    ``corruptions`` itself is being imported, which is how ``corruptions.IMAGENET_C`` is derived)."""
+    rank = {name: i for i, name in enumerate(BENCHMARKS)}
+    chosen = [c for c in _REGISTRY.values()
+              if (category is None or c.category == category) and (benchmark is None or c.benchmark == benchmark)]
+    chosen.sort(key=lambda c: rank.get(c.benchmark, len(BENCHMARKS)))  # stable: registration order within a set
+    return [c.name for c in chosen]
 
 
 def check_severity(severity: int) -> int:

@@ -286,10 +286,3 @@ def derive_seeds(run_seed: int, image_ids: torch.Tensor, corruption: str, severi
     ids = torch.as_tensor(image_ids, dtype=torch.int64) & _MASK32
     salt = hash32(torch.tensor([(int(run_seed) & _MASK32) ^ stable_hash(f"{corruption}/{int(severity)}")]))
     return hash32(hash32(ids ^ salt) + salt)
-
-
-def per_image_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A torch.Generator for one image, for the rare op that needs torch's own samplers."""
-    g = torch.Generator(device=device)
-    g.manual_seed(int(seed))
-    return g

@@ -36,12 +36,10 @@ from corruptions.camera import (
     radial_scale,
     remap,
     unprocess,
-    work_dtype,
 )
+from corruptions.common import size_scale, work_dtype
 from corruptions.filters import gaussian_filter
 from corruptions.registry import register_corruption
-
-REFERENCE_SIZE = 224
 
 # --- photon model: a sensor with FULL_WELL_E electrons at full scale at ISO 100; higher ISO = more analogue gain,
 # i.e. fewer electrons per full-scale step; read noise is referred to the input (electrons), fixed.
@@ -73,10 +71,6 @@ DOUBLE_JPEG = {1: (75, 60), 2: (55, 40), 3: (40, 25), 4: (25, 15), 5: (15, 8)}  
 DOUBLE_JPEG_SHIFT = 4  # pixels cropped between the two saves: the second 8x8 grid is misaligned
 
 
-def _size_scale(images: torch.Tensor) -> float:
-    return min(images.shape[-2:]) / REFERENCE_SIZE
-
-
 def _out(result: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     return result.clamp(0.0, 1.0).to(images.dtype)
 
@@ -100,7 +94,7 @@ def photon_noise(raw: torch.Tensor, seeds: torch.Tensor, electrons_full_scale: f
 # ------------------------------------------------------------------------------------------------- photosites
 
 
-@register_corruption("sensor_noise", category="sensor", random=True,
+@register_corruption("sensor_noise", category="sensor", benchmark="sensor", random=True,
                      params={s: {"iso": v, "full_well_e": FULL_WELL_E, "read_noise_e": READ_NOISE_E}
                              for s, v in SENSOR_NOISE_ISO.items()})
 def sensor_noise(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
@@ -114,7 +108,7 @@ def sensor_noise(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> to
     return _out(process(noisy), images)
 
 
-@register_corruption("low_light_noise", category="sensor", random=True,
+@register_corruption("low_light_noise", category="sensor", benchmark="sensor", random=True,
                      params={s: {"stops_under": v[0], "iso": v[1], "digital_push_stops": v[2], "adc_bits": v[3]}
                              for s, v in LOW_LIGHT.items()})
 def low_light_noise(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
@@ -129,7 +123,7 @@ def low_light_noise(images: torch.Tensor, severity: int, seeds: torch.Tensor) ->
     return _out(process(noisy * 2.0 ** push), images)
 
 
-@register_corruption("overexposure", category="sensor", random=False,
+@register_corruption("overexposure", category="sensor", benchmark="sensor", random=False,
                      params={s: {"stops_over": v} for s, v in OVEREXPOSURE_STOPS.items()})
 def overexposure(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
     """1-3 stops too much light: raw scaled up and saturated at the sensor's full well, highlights clip to white.
@@ -140,7 +134,7 @@ def overexposure(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> to
     return _out(process(raw.clamp_max(1.0)), images)
 
 
-@register_corruption("hot_dead_pixels", category="sensor", random=True,
+@register_corruption("hot_dead_pixels", category="sensor", benchmark="sensor", random=True,
                      params={s: {"defect_fraction": v} for s, v in DEFECT_FRACTION.items()})
 def hot_dead_pixels(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
     """Defective photosites: a fraction (1-10 %) of the raw samples stuck at full scale (hot) or zero (dead).
@@ -156,7 +150,7 @@ def hot_dead_pixels(images: torch.Tensor, severity: int, seeds: torch.Tensor) ->
     return _out(process(raw), images)
 
 
-@register_corruption("low_bit_depth", category="sensor", random=False,
+@register_corruption("low_bit_depth", category="sensor", benchmark="sensor", random=False,
                      params={s: {"adc_bits": v} for s, v in ADC_BITS.items()})
 def low_bit_depth(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
     """A coarse analogue-to-digital converter: linear raw rounded to 6 down to 2.75 effective bits, so after gamma
@@ -166,7 +160,7 @@ def low_bit_depth(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> t
     return _out(process(raw), images)
 
 
-@register_corruption("bayer_demosaic", category="sensor", random=False,
+@register_corruption("bayer_demosaic", category="sensor", benchmark="sensor", random=False,
                      params={s: {"demosaic": v[0], "photosite_pitch": v[1]} for s, v in BAYER.items()})
 def bayer_demosaic(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
     """An RGGB colour-filter array with a cheap bilinear demosaic, on a sensor with 1 (s1) to 2.5 (s5) image pixels
@@ -177,7 +171,7 @@ def bayer_demosaic(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> 
     least 1).
     """
     method, pitch = BAYER[severity]
-    pitch = max(1.0, pitch * _size_scale(images))
+    pitch = max(1.0, pitch * size_scale(images))
     raw = unprocess(images)
     h, w = raw.shape[-2:]
     if pitch > 1.0:
@@ -191,7 +185,7 @@ def bayer_demosaic(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> 
 # ------------------------------------------------------------------------------------------------------ optics
 
 
-@register_corruption("vignetting", category="sensor", random=False,
+@register_corruption("vignetting", category="sensor", benchmark="sensor", random=False,
                      params={s: {"corner_stops": v[0], "image_circle": v[1], "circle_edge": VIGNETTE_EDGE}
                              for s, v in VIGNETTE.items()})
 def vignetting(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
@@ -215,7 +209,7 @@ def vignetting(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torc
     return _out(process(raw * transmission.unsqueeze(1)), images)
 
 
-@register_corruption("chromatic_aberration", category="sensor", random=False,
+@register_corruption("chromatic_aberration", category="sensor", benchmark="sensor", random=False,
                      params={s: {"magnification_difference": v} for s, v in CHROMATIC_ABERRATION.items()})
 def chromatic_aberration(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
     """Lateral chromatic aberration: the lens images red 0.5-6 % larger and blue as much smaller than green, so
@@ -226,7 +220,7 @@ def chromatic_aberration(images: torch.Tensor, severity: int, seeds: torch.Tenso
     return _out(process(radial_scale(raw, factors)), images)
 
 
-@register_corruption("lens_distortion", category="sensor", random=False,
+@register_corruption("lens_distortion", category="sensor", benchmark="sensor", random=False,
                      params={s: {"barrel_k": v} for s, v in BARREL_K.items()})
 def lens_distortion(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
     """Barrel distortion of a cheap wide-angle lens: an image point at normalised radius ρ (half-diagonal = 1) is
@@ -242,7 +236,7 @@ def lens_distortion(images: torch.Tensor, severity: int, seeds: torch.Tensor) ->
     return _out(process(remap(raw, u * factor, v * factor)), images)
 
 
-@register_corruption("rolling_shutter", category="sensor", random=True,
+@register_corruption("rolling_shutter", category="sensor", benchmark="sensor", random=True,
                      params={s: {"skew": v[0], "wobble": v[1], "exposure_over_readout": ROLLING_SHUTTER_EXPOSURE_RATIO}
                              for s, v in ROLLING_SHUTTER.items()})
 def rolling_shutter(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
@@ -273,7 +267,7 @@ def rolling_shutter(images: torch.Tensor, severity: int, seeds: torch.Tensor) ->
 # ------------------------------------------------------------------------------------------------- processing
 
 
-@register_corruption("white_balance_error", category="sensor", random=True,
+@register_corruption("white_balance_error", category="sensor", benchmark="sensor", random=True,
                      params={s: {"error_stops": v} for s, v in WHITE_BALANCE_STOPS.items()})
 def white_balance_error(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
     """A wrong colour-temperature estimate: the camera's red gain is off by 2^(±e) and its blue gain by 2^(∓e),
@@ -288,7 +282,7 @@ def white_balance_error(images: torch.Tensor, severity: int, seeds: torch.Tensor
     return _out(process(raw, wb_gains=gains), images)
 
 
-@register_corruption("oversharpening", category="sensor", random=False,
+@register_corruption("oversharpening", category="sensor", benchmark="sensor", random=False,
                      params={s: {"amount": v[0], "sigma": v[1]} for s, v in SHARPEN.items()})
 def oversharpening(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
     """Aggressive in-camera sharpening: an unsharp mask on luma (BT.601 Y) of the finished sRGB image,
@@ -298,7 +292,7 @@ def oversharpening(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> 
     x = images.to(work_dtype(images))
     weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     luma = (x * weights).sum(1, keepdim=True)
-    detail = luma - gaussian_filter(luma, sigma * _size_scale(images), mode="nearest")
+    detail = luma - gaussian_filter(luma, sigma * size_scale(images), mode="nearest")
     return _out(quantize(x + amount * detail, DEFAULT_CAMERA.output_bits), images)
 
 
@@ -308,7 +302,7 @@ def _jpeg(images: torch.Tensor, quality: int) -> torch.Tensor:
     return jpeg_round_trip(quantize(images, 8), quality)
 
 
-@register_corruption("double_jpeg", category="sensor", random=False,
+@register_corruption("double_jpeg", category="sensor", benchmark="sensor", random=False,
                      params={s: {"camera_quality": v[0], "resave_quality": v[1], "grid_shift": DOUBLE_JPEG_SHIFT}
                              for s, v in DOUBLE_JPEG.items()})
 def double_jpeg(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:

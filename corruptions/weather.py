@@ -1,11 +1,11 @@
-"""Weather corruptions of ImageNet-C: snow, frost, fog (spec §3.8-3.10) and the extra spatter (§4.3).
+"""Weather corruptions of ImageNet-C: snow, frost, fog, brightness (spec §3.8-3.11) and the extra spatter (§4.3).
 
-All four are batched torch ops on (N, 3, H, W) images in [0, 1]; every random draw of image i comes from
+All five are batched torch ops on (N, 3, H, W) images in [0, 1]; every random draw of image i comes from
 ``seeds[i]`` through ``corruptions.rng`` (one ``stream`` per independent draw), so a result does not depend on
 batch size, order or device. At 224x224 the parameters are MK224's; at other sizes the size-dependent ones scale
-with s = min(H, W) / 224 (each docstring says which). Spatter's water mode re-implements the OpenCV stages it
-depends on (Canny, 5x5 chamfer distance transform, equalizeHist, uint8 box/emboss filters) in torch, following
-OpenCV's integer semantics; they are public here so they can be checked against OpenCV on their own.
+with s = min(H, W) / 224 (each docstring says which). The OpenCV stages that snow and spatter's water mode depend on
+(grey conversion, Canny, chamfer distance transform, equalizeHist, uint8 box/emboss filters) are re-implemented in
+:mod:`corruptions.cv`. Defined (so registered) in ImageNet-C's order, brightness after fog, then spatter.
 """
 
 from __future__ import annotations
@@ -21,24 +21,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from corruptions import rng
+from corruptions import cv, rng
+from corruptions.common import REFERENCE_SIZE, size_scale, work_dtype
 from corruptions.filters import (empty_batch, gaussian_filter, images_per_chunk, map_chunks, motion_blur, zoom_crop,
                                  zoom_geometry)
 from corruptions.registry import register_corruption
-
-REFERENCE_SIZE = 224
-
-
-def size_scale(images: torch.Tensor) -> float:
-    """s = min(H, W) / 224: how much the size-dependent parameters grow or shrink at other resolutions."""
-    return min(images.shape[-2:]) / REFERENCE_SIZE
-
-
-def _gray(images: torch.Tensor) -> torch.Tensor:
-    """OpenCV's RGB2GRAY weights 0.299/0.587/0.114 (spec §3.8 step 7, trap 10), keepdim (N, 1, H, W)."""
-    r, g, b = images[:, 0:1], images[:, 1:2], images[:, 2:3]
-    return 0.299 * r + 0.587 * g + 0.114 * b
-
 
 # --------------------------------------------------------------------------------------------------- snow
 
@@ -72,7 +59,7 @@ def snow_layer(seeds: torch.Tensor, height: int, width: int, severity: int, scal
     return motion_blur(layer8.div_(255.0), p["radius"] * scale, p["blur_sigma"] * scale, angles, quantize=True)
 
 
-@register_corruption("snow", category="weather", random=True, params=SNOW_PARAMS)
+@register_corruption("snow", category="weather", benchmark="imagenet_c", random=True, params=SNOW_PARAMS)
 def snow(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
     """Falling snow: motion-blurred flakes added twice (layer + its 180° rotation) over a whitish haze (§3.8).
 
@@ -87,7 +74,7 @@ def snow(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tens
 
     def fall(block: torch.Tensor, block_seeds: torch.Tensor, out: torch.Tensor) -> None:
         flakes = snow_layer(block_seeds, h, w, severity, scale, block.device).to(block.dtype)
-        haze = torch.maximum(block, _gray(block).mul_(1.5).add_(0.5)).mul_(1.0 - blend)
+        haze = torch.maximum(block, cv.rgb_to_gray(block).mul_(1.5).add_(0.5)).mul_(1.0 - blend)
         haze.add_(block, alpha=blend).add_(flakes).add_(flakes.flip(dims=(-2, -1)))
         out.copy_(haze.clamp_(0.0, 1.0))
 
@@ -184,7 +171,7 @@ def frost_crop_positions(seeds: torch.Tensor, sizes: torch.Tensor, height: int, 
     return index, offsets[:, 0], offsets[:, 1]
 
 
-@register_corruption("frost", category="weather", random=True, params=FROST_PARAMS)
+@register_corruption("frost", category="weather", benchmark="imagenet_c", random=True, params=FROST_PARAMS)
 def frost(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
     """Frost on the lens: a·x + f·crop of one of five frost photographs (spec §3.9, MK224).
 
@@ -265,7 +252,7 @@ def plasma_fractal(seeds: torch.Tensor, map_size: int = 256, decay: float = 2.0,
     return grid.div_(grid.amax(dim=(1, 2), keepdim=True))
 
 
-@register_corruption("fog", category="weather", random=True, params=FOG_PARAMS)
+@register_corruption("fog", category="weather", benchmark="imagenet_c", random=True, params=FOG_PARAMS)
 def fog(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
     """Fog: add t·plasma fractal to every channel, then rescale by m/(m + t), m the image max (spec §3.10).
 
@@ -288,6 +275,29 @@ def fog(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tenso
     return map_chunks(veil, images, seeds.to(images.device), fills_out=True, chunk=5 * images_per_chunk(images))
 
 
+# --------------------------------------------------------------------------------------------------- brightness
+
+BRIGHTNESS_SHIFT = {1: 0.1, 2: 0.2, 3: 0.3, 4: 0.4, 5: 0.5}  # §3.11: V <- clip(V + c, 0, 1)
+
+
+@register_corruption("brightness", category="weather", benchmark="imagenet_c", random=False,
+                     params={s: {"value_shift": v} for s, v in BRIGHTNESS_SHIFT.items()})
+def brightness(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
+    """Raise the HSV value by c (spec §3.11) via the closed form of §2.6 (hue and saturation are unchanged, so
+    every channel scales by V'/V; black becomes grey c); pointwise, so size-independent. float32, ~2 MiB blocks."""
+    shift = BRIGHTNESS_SHIFT[severity]
+    dtype = work_dtype(images)
+
+    def brighten(block: torch.Tensor, out: torch.Tensor) -> None:
+        x = block.to(dtype)
+        value = x.amax(dim=1, keepdim=True)
+        black = value <= 0
+        gain = (value + shift).clamp_(max=1.0).div_(value.masked_fill(black, 1.0))
+        out.copy_((x * gain).add_(black.to(dtype), alpha=shift).clamp_(0.0, 1.0))
+
+    return map_chunks(brighten, images, fills_out=True)
+
+
 # --------------------------------------------------------------------------------------------------- spatter
 
 SPATTER_PARAMS = {  # spec §4.3: noise mean, noise std, blob sigma, threshold, k (water intensity / mud sigma)
@@ -300,180 +310,7 @@ SPATTER_PARAMS = {  # spec §4.3: noise mean, noise std, blob sigma, threshold, 
 WATER_COLOR = (175 / 255.0, 238 / 255.0, 238 / 255.0)  # pale turquoise, RGB
 MUD_COLOR = (63 / 255.0, 42 / 255.0, 20 / 255.0)  # mud brown, RGB
 WATER_DISTANCE_CAP = 20.0  # THRESH_TRUNC level of the distance map at 224
-CHAMFER_WEIGHTS = (1.0, 1.4, 2.1969)  # OpenCV DIST_L2 with a 5x5 mask: orthogonal, diagonal, knight move
-_DIST_SHIFT = 16  # OpenCV 3.4/4.x compute chamfer distances in 16.16 fixed point
-_EMBOSS = ((-2.0, -1.0, 0.0), (-1.0, 1.0, 1.0), (0.0, 1.0, 2.0))
-
-
-def _shifted(padded: torch.Tensor, dy: int, dx: int, pad: int, h: int, w: int) -> torch.Tensor:
-    return padded[..., pad + dy:pad + dy + h, pad + dx:pad + dx + w]
-
-
-def _reflect101(images: torch.Tensor, pad: int) -> torch.Tensor:
-    return F.pad(images, (pad, pad, pad, pad), mode="reflect")  # torch's reflect = OpenCV BORDER_REFLECT_101
-
-
-def box_mean3(images: torch.Tensor) -> torch.Tensor:
-    """cv2.blur(ksize 3×3) mean with OpenCV's default reflect-101 border, float64 sum times 1/9."""
-    padded = _reflect101(images.to(torch.float64), 1)
-    h, w = images.shape[-2:]
-    total = sum(_shifted(padded, dy, dx, 1, h, w) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
-    return total * (1.0 / 9.0)
-
-
-def _dilate3(mask: torch.Tensor) -> torch.Tensor:
-    """3×3 binary dilation of a bool (N, 1, H, W) mask (8-connectivity), nothing outside the image."""
-    p = F.pad(mask, (1, 1, 1, 1), value=False)
-    rows = p[..., :, :-2] | p[..., :, 1:-1] | p[..., :, 2:]
-    return rows[..., :-2, :] | rows[..., 1:-1, :] | rows[..., 2:, :]
-
-
-def canny_edges(gray8: torch.Tensor, low: float = 50.0, high: float = 150.0) -> torch.Tensor:
-    """OpenCV ``Canny(img, low, high)`` (3×3 Sobel, L1 magnitude) on (N, 1, H, W) 0..255 integer values.
-
-    Sobel with replicated border; non-maximum suppression in OpenCV's four sectors (tan 22.5° in 15-bit fixed
-    point, integer arithmetic, strict/non-strict comparisons as OpenCV, zero magnitude outside the image);
-    hysteresis by repeated 3×3 dilation of the strong edges into the weak candidates until nothing changes.
-    Returns a bool mask.
-    """
-    h, w = gray8.shape[-2:]
-    p = F.pad(gray8.to(torch.float32), (1, 1, 1, 1), mode="replicate")
-    dx = p[..., :, 2:] - p[..., :, :-2]  # separable Sobel: derivative along one axis, [1, 2, 1] along the other
-    dy = p[..., 2:, :] - p[..., :-2, :]
-    gx = (dx[..., :-2, :] + 2.0 * dx[..., 1:-1, :] + dx[..., 2:, :]).to(torch.int32)
-    gy = (dy[..., :, :-2] + 2.0 * dy[..., :, 1:-1] + dy[..., :, 2:]).to(torch.int32)
-    mag = gx.abs() + gy.abs()
-    padded = F.pad(mag, (1, 1, 1, 1), value=0)
-
-    def nb(oy: int, ox: int) -> torch.Tensor:
-        return _shifted(padded, oy, ox, 1, h, w)
-
-    ax, ay = gx.abs(), gy.abs() << 15
-    tg22 = ax * 13573  # round(tan(22.5°) · 2^15)
-    horizontal = ay < tg22
-    vertical = ~horizontal & (ay > tg22 + (ax << 16))
-    diagonal = ~horizontal & ~vertical
-    same_sign = (gx < 0) == (gy < 0)
-    keep = (
-        (horizontal & (mag > nb(0, -1)) & (mag >= nb(0, 1)))
-        | (vertical & (mag > nb(-1, 0)) & (mag >= nb(1, 0)))
-        | (diagonal & same_sign & (mag > nb(-1, -1)) & (mag > nb(1, 1)))
-        | (diagonal & ~same_sign & (mag > nb(-1, 1)) & (mag > nb(1, -1)))
-    )
-    weak = keep & (mag > math.floor(low))
-    edges = weak & (mag > math.floor(high))
-    for _ in range(h * w):
-        grown = weak & _dilate3(edges)
-        if torch.equal(grown, edges):
-            break
-        edges = grown
-    return edges
-
-
-def chamfer_distance(zero_mask: torch.Tensor, cap: float, fixed_point: bool = True) -> torch.Tensor:
-    """min(cap, distance to the nearest True pixel) with OpenCV's 5×5 chamfer metric (DIST_L2, mask 5), float32.
-
-    Moves cost 1 (orthogonal), 1.4 (diagonal), 2.1969 (knight), rounded to 16.16 fixed point as OpenCV 3.4/4.x
-    (the 2018 generator's) do; ``fixed_point=False`` uses the float32 weights of OpenCV 5 (< 1e-4 apart). Paths
-    stay inside the image. The distance is the cheapest path, whichever way it is computed: on CPU by OpenCV's
-    own two raster passes (:func:`_chamfer_two_pass`, one step per row for all images at once), elsewhere by
-    parallel relaxation (:func:`_chamfer_relaxation`, ≤ ceil(cap) + 1 rounds of the 16 moves).
-    """
-    if fixed_point:
-        costs = tuple(round(wt * (1 << _DIST_SHIFT)) / (1 << _DIST_SHIFT) for wt in CHAMFER_WEIGHTS)
-    else:
-        costs = tuple(float(torch.tensor(wt, dtype=torch.float32)) for wt in CHAMFER_WEIGHTS)
-    if zero_mask.device.type == "cpu":
-        return _chamfer_two_pass(zero_mask, float(cap), *costs)
-    return _chamfer_relaxation(zero_mask, float(cap), *costs)
-
-
-def _chamfer_relaxation(zero_mask: torch.Tensor, cap: float, orth: float, diag: float, knight: float
-                        ) -> torch.Tensor:
-    """Parallel relaxation over the 16 moves: a distance below ``cap`` needs at most ``cap`` moves, so at most
-    ceil(cap) + 1 rounds (fewer when nothing changes). float32 holds the fixed-point sums exactly."""
-    moves = {orth: ((-1, 0), (1, 0), (0, -1), (0, 1)),
-             diag: ((-1, -1), (-1, 1), (1, -1), (1, 1)),
-             knight: ((-2, -1), (-2, 1), (2, -1), (2, 1), (-1, -2), (1, -2), (-1, 2), (1, 2))}
-    h, w = zero_mask.shape[-2:]
-    dist = torch.full(zero_mask.shape, cap, dtype=torch.float32, device=zero_mask.device).masked_fill_(zero_mask, 0.0)
-    for _ in range(math.ceil(cap) + 1):
-        relaxed = dist.clone()
-        for cost, offsets in moves.items():
-            padded = F.pad(dist, (2, 2, 2, 2), value=cap).add_(cost)
-            for oy, ox in offsets:
-                torch.minimum(relaxed, _shifted(padded, oy, ox, 2, h, w), out=relaxed)
-        if torch.equal(relaxed, dist):
-            break
-        dist = relaxed
-    return dist
-
-
-def _chamfer_two_pass(zero_mask: torch.Tensor, cap: float, orth: float, diag: float, knight: float
-                      ) -> torch.Tensor:
-    """OpenCV's two raster passes, each row step done for every image (and column) at once.
-
-    Forward (top to bottom): a row takes the best of the two rows above through the diagonal / vertical /
-    knight moves, then the left-to-right sweep min(d[x], d[x-1] + orth), which is a running minimum:
-    d[x] = min_{x' <= x} (d[x'] - orth·x') + orth·x. Backward mirrors it. Any cheapest path can be reordered into
-    forward moves then backward moves without leaving the image (its moves lie in one octant), so two passes give
-    exactly the cheapest path, i.e. the relaxation's result. Exact arithmetic: int32 in units of 2^-16 for the
-    16.16 fixed-point costs, float64 otherwise. Rows are laid out (H, planes, W) so a row step reads one block.
-    """
-    h, w = zero_mask.shape[-2:]
-    planes = zero_mask.reshape(-1, h, w)
-    unit = float(1 << _DIST_SHIFT)
-    fixed = all(float(c * unit).is_integer() for c in (cap, orth, diag, knight))
-    if fixed:
-        dtype, (cap, orth, diag, knight) = torch.int32, (int(c * unit) for c in (cap, orth, diag, knight))
-    else:
-        dtype = torch.float64
-    dist = empty_batch((h + 4, planes.shape[0], w + 4), dtype, zero_mask.device).fill_(cap)
-    dist[2:h + 2, :, 2:w + 2].masked_fill_(planes.transpose(0, 1), 0)
-    ramp = torch.arange(w, device=zero_mask.device).to(dtype) * orth
-
-    def relax_row(y: int, step: int) -> None:
-        near, far = dist[y - step], dist[y - 2 * step]  # rows already final in this pass
-        best = near[:, 2:w + 2] + orth
-        torch.minimum(best, torch.minimum(near[:, 1:w + 1], near[:, 3:w + 3]).add_(diag), out=best)
-        torch.minimum(best, torch.minimum(near[:, 0:w], near[:, 4:w + 4]).add_(knight), out=best)
-        torch.minimum(best, torch.minimum(far[:, 1:w + 1], far[:, 3:w + 3]).add_(knight), out=best)
-        row = dist[y, :, 2:w + 2]
-        torch.minimum(best, row, out=best)
-        if step > 0:  # left to right
-            row.copy_(torch.cummin(best.sub_(ramp), dim=1).values.add_(ramp))
-        else:  # right to left
-            row.copy_(torch.cummin(best.add_(ramp).flip(1), dim=1).values.flip(1).sub_(ramp))
-
-    for y in range(2, h + 2):
-        relax_row(y, 1)
-    for y in range(h + 1, 1, -1):
-        relax_row(y, -1)
-    out = empty_batch(zero_mask.shape, torch.float32, zero_mask.device)
-    inner = out.view(-1, h, w).copy_(dist[2:h + 2, :, 2:w + 2].transpose(0, 1))
-    if fixed:
-        inner.div_(unit)  # multiples of 2^-16 below 2^8: exact in float32
-    return out
-
-
-def equalize_hist(gray8: torch.Tensor) -> torch.Tensor:
-    """OpenCV ``equalizeHist`` per image on (N, 1, H, W) integer values 0..255 (float in, float out).
-
-    LUT(v) = round(255 · (cdf(v) − h_first) / (total − h_first)) in float32 with half-to-even rounding, where
-    h_first is the count of the lowest occupied bin (mapped to 0); a constant image is returned unchanged.
-    """
-    n = gray8.shape[0]
-    flat = gray8.reshape(n, -1).to(torch.int64).clamp(0, 255)
-    hist = torch.zeros(n, 256, dtype=torch.int64, device=gray8.device).scatter_add_(1, flat, torch.ones_like(flat))
-    cdf = hist.cumsum(dim=1)
-    first = (hist > 0).to(torch.int64).argmax(dim=1, keepdim=True)
-    first_count = hist.gather(1, first)
-    rest = flat.shape[1] - first_count
-    scale = 255.0 / rest.clamp(min=1).to(torch.float32)
-    lut = torch.round((cdf - first_count).to(torch.float32) * scale).clamp(0, 255)
-    identity = torch.arange(256, device=gray8.device, dtype=torch.float32).expand(n, 256)
-    lut = torch.where(rest == 0, identity, lut)
-    return lut.gather(1, flat).view(gray8.shape).to(gray8.dtype)
+EMBOSS = ((-2.0, -1.0, 0.0), (-1.0, 1.0, 1.0), (0.0, 1.0, 2.0))  # the droplets' cv2.filter2D kernel
 
 
 def water_layer(layer: torch.Tensor, intensity: float, distance_cap: float = WATER_DISTANCE_CAP) -> torch.Tensor:
@@ -485,13 +322,13 @@ def water_layer(layer: torch.Tensor, intensity: float, distance_cap: float = WAT
     droplet (max W = 0, where the reference divides 0 by 0) gives an all-zero layer.
     """
     layer8, edges = water_outlines(layer)
-    return water_shading(layer8, chamfer_distance(edges, distance_cap), intensity)
+    return water_shading(layer8, cv.chamfer_distance(edges, distance_cap), intensity)
 
 
 def water_outlines(layer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """First stage of :func:`water_layer`: (L8 = trunc(255·L) as levels in L's dtype, Canny(50, 150) outlines)."""
     layer8 = torch.floor(255.0 * layer).clamp_(0.0, 255.0)
-    return layer8, canny_edges(layer8)
+    return layer8, cv.canny_edges(layer8)
 
 
 def water_shading(layer8: torch.Tensor, dist: torch.Tensor, intensity: float) -> torch.Tensor:
@@ -499,23 +336,13 @@ def water_shading(layer8: torch.Tensor, dist: torch.Tensor, intensity: float) ->
     mean, times L8, scaled to max ``intensity``. float32 throughout: every sum is of integers or of 16.16
     fixed-point distances and stays exact; the one rounding-sensitive product (the first mean's x 1/9) is float64.
     """
-    h, w = dist.shape[-2:]
     dist = dist.to(torch.float32)
-    mean = _box_sum3(dist).to(torch.float64).mul_(1.0 / 9.0).to(torch.float32).floor_()
-    levels = _reflect101(equalize_hist(mean), 1)
-    embossed = sum(_EMBOSS[dy + 1][dx + 1] * _shifted(levels, dy, dx, 1, h, w)
-                   for dy in (-1, 0, 1) for dx in (-1, 0, 1) if _EMBOSS[dy + 1][dx + 1] != 0.0)
-    shade = _box_sum3(embossed.clamp_(0.0, 255.0)).div_(9.0).round_()  # exact: no sum/9 lies near a half level
+    mean = cv.box_sum3(dist).to(torch.float64).mul_(1.0 / 9.0).to(torch.float32).floor_()
+    embossed = cv.filter3x3(cv.equalize_hist(mean), EMBOSS).clamp_(0.0, 255.0)  # uint8 saturation
+    shade = cv.box_sum3(embossed).div_(9.0).round_()  # exact: no sum/9 lies near a half level
     wet = layer8.to(torch.float32).mul_(shade)
     peak = wet.amax(dim=(1, 2, 3), keepdim=True)
     return torch.where(peak > 0, wet / peak.clamp(min=1.0), torch.zeros_like(wet)).mul_(intensity)
-
-
-def _box_sum3(images: torch.Tensor) -> torch.Tensor:
-    """3×3 box sum with reflect-101 border, separable, in the input dtype."""
-    padded = _reflect101(images, 1)
-    rows = padded[..., :-2, :] + padded[..., 1:-1, :] + padded[..., 2:, :]
-    return rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
 
 
 def spatter_noise(seeds: torch.Tensor, height: int, width: int, severity: int, device=None) -> torch.Tensor:
@@ -541,7 +368,7 @@ def spatter_layer(seeds: torch.Tensor, height: int, width: int, severity: int, s
     return blobs.masked_fill_(blobs < p["threshold"], 0.0)
 
 
-@register_corruption("spatter", category="weather", random=True, params=SPATTER_PARAMS)
+@register_corruption("spatter", category="weather", benchmark="imagenet_c_extra", random=True, params=SPATTER_PARAMS)
 def spatter(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
     """Water droplets (severities 1-3) or mud splashes (4-5) on the lens (spec §4.3).
 
@@ -572,7 +399,7 @@ def spatter(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.T
     for start in range(0, n, chunk):
         layer = spatter_layer(seeds[start:start + chunk], h, w, severity, scale, device, dtype=torch.float32)
         layer8[start:start + chunk], edges[start:start + chunk] = water_outlines(layer)
-    dist = chamfer_distance(edges, WATER_DISTANCE_CAP * scale)
+    dist = cv.chamfer_distance(edges, WATER_DISTANCE_CAP * scale)
 
     def shade(block: torch.Tensor, block_levels: torch.Tensor, block_dist: torch.Tensor, out: torch.Tensor) -> None:
         wet = water_shading(block_levels, block_dist, p["intensity"]).to(block.dtype)

@@ -14,9 +14,11 @@ parameters are not ordered by strength.
 
 from __future__ import annotations
 
+import ast
 import functools
 import math
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -108,15 +110,10 @@ IMAGES = synthetic_images()
 PRISTINE = IMAGES.clone()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def seeds_for(name: str, run_seed: int = RUN_SEED) -> torch.Tensor:
+def common_seeds(name: str, run_seed: int = RUN_SEED) -> torch.Tensor:
     """The same seeds at every severity (common random numbers): severities then differ only by their
     parameters, not by which random texture, angle or noise field an image happened to draw."""
     return derive_seeds(run_seed, IMAGE_IDS, name, 1)
@@ -125,7 +122,7 @@ def seeds_for(name: str, run_seed: int = RUN_SEED) -> torch.Tensor:
 @functools.lru_cache(maxsize=None)
 def corrupted(name: str, severity: int) -> torch.Tensor:
     """The fixture batch under one cell (cached: the contract and the monotonicity tests share it)."""
-    return apply_corruption(CORRUPTIONS[name], IMAGES, severity, seeds_for(name))
+    return apply_corruption(CORRUPTIONS[name], IMAGES, severity, common_seeds(name))
 
 
 def test_every_builtin_and_the_example_plugins_are_covered():
@@ -133,11 +130,49 @@ def test_every_builtin_and_the_example_plugins_are_covered():
     assert {"vignette", "color_cast"} <= set(NAMES)
 
 
+# The published lists (Hendrycks & Dietterich, ICLR 2019), typed here on purpose: the spec that the registry's
+# ``benchmark`` metadata, the one source of these names in the code, must reproduce.
+PAPER_IMAGENET_C = (
+    "gaussian_noise", "shot_noise", "impulse_noise",
+    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness",
+    "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+)
+PAPER_IMAGENET_C_EXTRA = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+
+
+def test_benchmark_sets_come_from_the_registry_in_the_papers_order():
+    assert corruptions.IMAGENET_C == PAPER_IMAGENET_C
+    assert corruptions.IMAGENET_C_EXTRA == PAPER_IMAGENET_C_EXTRA
+    assert tuple(list_corruptions(benchmark="imagenet_c")) == PAPER_IMAGENET_C
+    assert tuple(list_corruptions(benchmark="imagenet_c_extra")) == PAPER_IMAGENET_C_EXTRA
+    assert corruptions.SENSOR == tuple(list_corruptions(benchmark="sensor")) == tuple(list_corruptions("sensor"))
+    assert len(corruptions.SENSOR) == 13
+    # list_corruptions(): the 15, the 4 extras, the sensor shifts, then plug-ins (no benchmark set)
+    builtins = [*PAPER_IMAGENET_C, *PAPER_IMAGENET_C_EXTRA, *corruptions.SENSOR]
+    assert list_corruptions()[:len(builtins)] == builtins
+    assert all(get_corruption(n).benchmark == "" for n in list_corruptions()[len(builtins):])
+    assert get_corruption("brightness").category == "weather"  # ImageNet-C's grouping
+
+
+def test_the_library_never_imports_the_testbed():
+    """corruptions/ is usable on its own: no module of it imports robustbench_in, statically or at run time."""
+    package = REPO_ROOT / "corruptions"
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] == "robustbench_in" for n in names), f"{path.name} imports {names}"
+    modules = ", ".join(f"corruptions.{p.stem}" for p in sorted(package.glob("*.py")) if p.stem != "__init__")
+    code = f"import sys, {modules}; assert not [m for m in sys.modules if m.startswith('robustbench_in')]"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
+
+
 @pytest.mark.parametrize("severity", SEVERITIES)
 @pytest.mark.parametrize("name", NAMES)
 def test_contract(name, severity):
     corruption = CORRUPTIONS[name]
-    seeds = seeds_for(name)
+    seeds = common_seeds(name)
     out = corrupted(name, severity)
     assert out.shape == IMAGES.shape and out.dtype == IMAGES.dtype and out.device == IMAGES.device
     assert out.data_ptr() != IMAGES.data_ptr()
@@ -158,7 +193,7 @@ def test_contract(name, severity):
     assert torch.equal(flipped, out.flip(0)), "image i's result depends on its position in the batch"
 
     # randomness comes from the seeds (random corruptions) or not at all (deterministic ones)
-    other = apply_corruption(corruption, IMAGES, severity, seeds_for(name, run_seed=RUN_SEED + 1))
+    other = apply_corruption(corruption, IMAGES, severity, common_seeds(name, run_seed=RUN_SEED + 1))
     if corruption.random:
         # per image a random choice may be discrete (warm/cool, one of six frost textures) and coincide,
         # but a new run seed must change the batch as a whole
@@ -184,7 +219,7 @@ def test_severity_orders_the_change(name):
 def test_contract_at_another_resolution(name):
     """Non-square, non-224 input (models at 240, 288, 384 ...): same contract, parameters scaled."""
     images = synthetic_images(2, 72, 100, seed=1)
-    seeds = seeds_for(name)[:2]
+    seeds = common_seeds(name)[:2]
     for severity in (1, 5):
         out = apply_corruption(CORRUPTIONS[name], images, severity, seeds)
         assert out.shape == images.shape and out.dtype == images.dtype

@@ -13,12 +13,13 @@ from corruptions.blur import (
     GAUSSIAN_SIGMA,
     ZOOM,
     disk_kernel,
-    filter2d_reflect101,
     glass_offsets,
     glass_shuffle,
     zoom_factors,
 )
+from corruptions.cv import filter2d_reflect101
 from corruptions.filters import clipped_zoom, gaussian_filter
+from conftest import psnr  # noqa: E402
 
 imagecorruptions = pytest.importorskip("imagecorruptions")
 
@@ -36,9 +37,6 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return (images.permute(0, 2, 3, 1) * 255.0).to(torch.uint8).numpy()
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
 @pytest.fixture(scope="module")

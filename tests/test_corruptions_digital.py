@@ -34,14 +34,13 @@ from corruptions.digital import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import mk224  # noqa: E402  (the original generator's elastic_transform, numpy)
+from conftest import psnr, seeds_for  # noqa: E402
 
 DIGITAL = ("brightness", "contrast", "saturate", "pixelate", "jpeg_compression", "elastic_transform")
 DETERMINISTIC = ("brightness", "contrast", "saturate", "pixelate", "jpeg_compression")
 SEVERITIES = (1, 2, 3, 4, 5)
 
 
-def seeds_for(name: str, severity: int, n: int = 4, run_seed: int = 0) -> torch.Tensor:
-    return derive_seeds(run_seed, torch.arange(n), name, severity)
 
 
 def as_reference_uint8(images: torch.Tensor) -> np.ndarray:
@@ -49,9 +48,6 @@ def as_reference_uint8(images: torch.Tensor) -> np.ndarray:
     return np.floor(images.permute(0, 2, 3, 1).double().numpy() * 255.0).astype(np.uint8)
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
 def pil_jpeg(image: np.ndarray, quality: int) -> np.ndarray:

@@ -17,13 +17,12 @@ from scipy import stats
 import imagecorruptions
 from corruptions import derive_seeds, get_corruption, noise, rng
 from corruptions.noise import SHOT_PHOTONS, poisson, poisson_inverse_cdf
+from conftest import seeds_for  # noqa: E402
 
 NOISE = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise")
 SEVERITIES = (1, 2, 3, 4, 5)
 
 
-def seeds_for(name: str, severity: int, n: int = 4, run_seed: int = 0) -> torch.Tensor:
-    return derive_seeds(run_seed, torch.arange(n), name, severity)
 
 
 def as_reference_uint8(images: torch.Tensor) -> np.ndarray:

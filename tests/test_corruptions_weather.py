@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from corruptions import get_corruption, list_corruptions, rng
+from corruptions import cv, get_corruption, list_corruptions, rng
 from corruptions import weather as W
 
 cv2 = pytest.importorskip("cv2")
@@ -28,7 +28,7 @@ from skimage.filters import gaussian as sk_gaussian  # noqa: E402  (the referenc
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import mk224  # noqa: E402  (the original generator's frost, numpy; also the fidelity benchmark's yardstick)
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 NAMES = ("snow", "frost", "fog", "spatter")
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -310,7 +310,7 @@ def test_canny_equals_opencv(sample_uint8):
     images += list((_spatter_layers_numpy(2, n=3) * 255).astype(np.uint8))
     for im in images:
         for low, high in ((50, 150), (20, 60)):
-            ours = W.canny_edges(torch.from_numpy(im.astype(np.float32))[None, None], low, high)[0, 0].numpy()
+            ours = cv.canny_edges(torch.from_numpy(im.astype(np.float32))[None, None], low, high)[0, 0].numpy()
             expected = cv2.Canny(im, low, high) == 255
             assert expected.sum() > 100 and np.array_equal(ours, expected), (low, high)
 
@@ -321,12 +321,12 @@ def test_chamfer_distance_equals_opencv():
         edges = cv2.Canny(layer8, 50, 150)
         mask = torch.from_numpy(edges == 255)[None, None]
         expected = np.minimum(cv2.distanceTransform(255 - edges, cv2.DIST_L2, 5), 20)
-        as_cv5 = W.chamfer_distance(mask, 20.0, fixed_point=False)[0, 0].numpy()
-        as_cv34 = W.chamfer_distance(mask, 20.0)[0, 0].numpy()
+        as_cv5 = cv.chamfer_distance(mask, 20.0, fixed_point=False)[0, 0].numpy()
+        as_cv34 = cv.chamfer_distance(mask, 20.0)[0, 0].numpy()
         np.testing.assert_allclose(as_cv5, expected, rtol=0, atol=1e-5)  # OpenCV 5 (installed): float weights
         np.testing.assert_allclose(as_cv34, expected, rtol=0, atol=1e-4)  # OpenCV 3.4/4.x: 16.16 fixed point
         assert 0 < (expected == 20).mean() < 1
-    no_edges = W.chamfer_distance(torch.zeros(1, 1, 8, 8, dtype=torch.bool), 20.0)
+    no_edges = cv.chamfer_distance(torch.zeros(1, 1, 8, 8, dtype=torch.bool), 20.0)
     assert torch.equal(no_edges, torch.full_like(no_edges, 20.0))
 
 
@@ -335,7 +335,7 @@ def test_equalize_hist_equals_opencv():
     images = [rs.randint(0, 256, (64, 80)).astype(np.uint8), (rs.randint(3, 9, (64, 80)) ** 2).astype(np.uint8),
               np.full((64, 80), 17, np.uint8), np.where(rs.rand(64, 80) < 0.9, 20, 7).astype(np.uint8)]
     batch = torch.from_numpy(np.stack(images).astype(np.float64))[:, None]
-    ours = W.equalize_hist(batch)[:, 0].numpy()
+    ours = cv.equalize_hist(batch)[:, 0].numpy()
     for got, im in zip(ours, images):
         np.testing.assert_array_equal(got, cv2.equalizeHist(im))
 
@@ -387,15 +387,16 @@ def test_chamfer_two_raster_passes_equal_the_relaxation(cap):
     cheapest path, so the same numbers, with fixed-point and float weights."""
     masks = torch.rand(3, 1, 37, 53, generator=torch.Generator().manual_seed(2)) < 0.01
     masks[0] = False  # no outline at all: the cap everywhere
-    weights = [tuple(round(wt * 65536) / 65536 for wt in W.CHAMFER_WEIGHTS),
-               tuple(float(torch.tensor(wt, dtype=torch.float32)) for wt in W.CHAMFER_WEIGHTS)]
+    weights = [tuple(round(wt * 65536) / 65536 for wt in cv.CHAMFER_WEIGHTS),
+               tuple(float(torch.tensor(wt, dtype=torch.float32)) for wt in cv.CHAMFER_WEIGHTS)]
     for costs in weights:
-        scan = W._chamfer_two_pass(masks, cap, *costs)
-        relaxed = W._chamfer_relaxation(masks, cap, *costs)
+        scan = cv._chamfer_two_pass(masks, cap, *costs)
+        relaxed = cv._chamfer_relaxation(masks, cap, *costs)
         assert scan.dtype == torch.float32 and scan.shape == masks.shape
         np.testing.assert_allclose(scan.numpy(), relaxed.numpy(), rtol=0, atol=1e-5)
         assert torch.equal(scan[0], torch.full_like(scan[0], cap)) and (scan[masks] == 0).all()
-    assert torch.equal(W._chamfer_two_pass(masks, 20.0, *weights[0]), W._chamfer_relaxation(masks, 20.0, *weights[0]))
+    fixed = weights[0]
+    assert torch.equal(cv._chamfer_two_pass(masks, 20.0, *fixed), cv._chamfer_relaxation(masks, 20.0, *fixed))
 
 
 def test_spatter_layer_in_float32_is_the_same_liquid():

@@ -12,19 +12,15 @@ from omegaconf import OmegaConf
 import corruptions
 import corruptions.sensor  # noqa: F401  (registers the sensor corruptions)
 from corruptions import camera, derive_seeds, get_corruption, list_corruptions
+from conftest import psnr, seeds_for  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SENSOR = tuple(list_corruptions("sensor"))
 SEVERITIES = (1, 2, 3, 4, 5)
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = torch.mean((a.double() - b.double()) ** 2).item()
-    return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
-def seeds_for(name: str, severity: int, n: int, run_seed: int = 0) -> torch.Tensor:
-    return derive_seeds(run_seed, torch.arange(n), name, severity)
 
 
 def synthetic(n: int = 2, h: int = 72, w: int = 96) -> torch.Tensor:
