@@ -1,13 +1,10 @@
-"""Hydra entry point: ``python main.py [task=eval|gallery|report] [model=...] [data=...] [suite=...]``."""
+"""Hydra entry point: ``python main.py [task=eval|gallery|report] [model=...] [data=...] [suite=...]``.
 
-import os
+The same as the installed ``robustbench-in`` command."""
+
 import sys
 
-# Transparent huge pages for PyTorch's CPU allocator (read once, at import): the corruptions stream whole batches
-# through fresh buffers, and page faults on them were ~10% of CPU corruption time. Export 0 to turn it off.
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-
-from robustbench_in.app import cli_main  # noqa: E402
+from robustbench_in.cli import cli_main
 
 if __name__ == "__main__":
     sys.exit(cli_main())

@@ -14,8 +14,7 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from robustbench_in.data import build_dataset, make_loader  # noqa: E402
-from robustbench_in.preprocessing import Preprocessing  # noqa: E402
+from robustbench_in.data import STANDARD, DataSpec, Preprocessing, build_dataset, make_loader  # noqa: E402
 
 
 def sample_root() -> Path:
@@ -27,10 +26,10 @@ def sample_root() -> Path:
 
 def sample_crops(n: int, preprocessing: Preprocessing | None = None, stride: int | None = None):
     """(uint8 crops (N, 3, S, S), labels (N,), image ids (N,)) of n images spread over the sample set."""
-    images = build_dataset("imagenet_folder", root=str(sample_root()))
+    images = build_dataset(DataSpec(name="imagenet_folder", root=str(sample_root())))
     step = stride or max(1, len(images.items) // n)
     images.items = images.items[::step][:n]
-    batches = [b for b in make_loader(images, preprocessing or Preprocessing(), 64, 0) if "images" in b]
+    batches = [b for b in make_loader(images, preprocessing or STANDARD, 64, 0) if "images" in b]
     return (torch.cat([b["images"] for b in batches]), torch.cat([b["labels"] for b in batches]),
             torch.cat([b["image_ids"] for b in batches]))
 

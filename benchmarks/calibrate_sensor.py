@@ -30,10 +30,9 @@ sys.path.insert(0, str(REPO))
 import corruptions  # noqa: E402
 import corruptions.sensor  # noqa: E402,F401  (registers the sensor corruptions)
 from corruptions import get_corruption, list_corruptions  # noqa: E402
-from robustbench_in.data import build_dataset  # noqa: E402
-from robustbench_in.engine import Cell, EvalContext, RunSettings, evaluate  # noqa: E402
+from robustbench_in.data import DataSpec, build_dataset  # noqa: E402
+from robustbench_in.evaluate import Cell, EvalContext, ResultStore, Runtime, evaluate  # noqa: E402
 from robustbench_in.models import ModelSpec, create_model  # noqa: E402
-from robustbench_in.results import ResultStore  # noqa: E402
 
 MIN_SEVERITY5_DELTA = 10.0  # points of top-1 error over clean
 GALLERY_IMAGE = "n03933933/n03933933_pier.JPEG"  # straight lines, sky, water and buildings show every effect
@@ -85,14 +84,13 @@ def write_gallery(out: Path, root: Path, names: list[str], image: str = GALLERY_
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    from robustbench_in.data import ImageItem, ImageList, make_loader
-    from robustbench_in.preprocessing import Preprocessing
+    from robustbench_in.data import STANDARD, ImageItem, ImageList, make_loader
 
     path = root / image
     if not path.is_file():
         sys.exit(f"gallery image {path} not found")
     one = ImageList(name="gallery", items=[ImageItem(path=path, label=0, key=image)])
-    batch = next(iter(make_loader(one, Preprocessing(), 1, 0)))
+    batch = next(iter(make_loader(one, STANDARD, 1, 0)))
     clean = batch["images"].float() / 255.0
     ids = batch["image_ids"]
     rows = []
@@ -140,16 +138,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gallery: {out} ({out.stat().st_size / 1e6:.2f} MB)")
         return 0
 
-    images = build_dataset("imagenet_folder", root=str(sample_root(args.root)))
+    images = build_dataset(DataSpec(name="imagenet_folder", root=str(sample_root(args.root))))
     if args.max_images:
         step = max(1, len(images.items) // args.max_images)
         images.items = images.items[::step][: args.max_images]
     severities = [int(s) for s in args.severities.split(",")]
     cells = [Cell("clean", 0, "clean")] + [Cell(n, s, "sensor", get_corruption(n)) for n in names for s in severities]
 
-    entry = create_model(ModelSpec(source="efficientnet_lite0"))
-    settings = RunSettings(device=torch.device(args.device), batch_size=args.batch_size, workers=args.workers,
-                           progress=sys.stderr.isatty())
+    entry = create_model(ModelSpec(name="efficientnet_lite0"))
+    settings = Runtime(device=args.device, batch_size=args.batch_size, workers=args.workers)
     ctx = EvalContext(dataset_name=images.name, backend=f"robustbench_in.corruptions-{corruptions.__version__}",
                       versions="calibrate_sensor", git_commit="", model_identity={"source": "efficientnet_lite0",
                                                                                   "weights": entry.weights})

@@ -59,7 +59,7 @@ def main() -> None:
     crops, _, ids = sample_crops(args.images)
     x = crops.to(device).float().div(255.0)
     names = args.corruptions or [*corruptions.IMAGENET_C, *corruptions.IMAGENET_C_EXTRA]
-    model = create_model(ModelSpec(source="efficientnet_lite0")).module.to(device).eval()
+    model = create_model(ModelSpec(name="efficientnet_lite0")).module.to(device).eval()
     with torch.inference_mode():
         model_ms = timed(lambda: model(x), repeats=2) / len(x) * 1e3
     print(f"{len(x)} images 224x224, severity {args.severity}, {args.threads} threads, device {device}")

@@ -60,7 +60,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    entry = create_model(ModelSpec(source="efficientnet_lite0"))
+    entry = create_model(ModelSpec(name="efficientnet_lite0"))
     model, pre = entry.module.eval(), entry.preprocessing
     crops, labels, ids = sample_crops(args.max_images, pre)
     clean = top1_err(model, pre, crops, labels)

@@ -9,9 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from robustbench_in.classes import imagenet_classes
-from robustbench_in.data import DatasetError, build_dataset, make_loader
-from robustbench_in.preprocessing import Preprocessing
+from robustbench_in.data import STANDARD, DataSpec, DatasetError, Preprocessing, imagenet_classes, make_loader
+from robustbench_in.data import build_dataset as build_from_spec
+
+
+def build_dataset(name: str, **keys):
+    return build_from_spec(DataSpec(name=name, **keys))
 
 
 def test_class_table_has_1000_unique_sorted_wnids():
@@ -41,24 +44,25 @@ def test_subset_folder_keeps_global_labels(tmp_path):
 def test_bad_images_are_skipped_counted_and_listed(tmp_path):
     table = imagenet_classes()
     w = table.wnids[10]
-    good = _save(tmp_path / w / "a_good.JPEG")
-    gray = _save(tmp_path / w / "b_gray.JPEG", mode="L")
+    _save(tmp_path / w / "a_good.JPEG")
+    _save(tmp_path / w / "b_gray.JPEG", mode="L")
     (tmp_path / w / "c_empty.JPEG").write_bytes(b"")
     truncated = tmp_path / w / "d_truncated.JPEG"
     data = _save(tmp_path / "tmp.JPEG", size=(400, 300)).read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
     images = build_dataset("imagenet_folder", root=str(tmp_path / w / ".."))
     assert len(images.items) == 4
-    loader = make_loader(images, Preprocessing(input_size=32, resize_size=40), batch_size=3, workers=0)
+    loader = make_loader(images, STANDARD.override(Preprocessing(input_size=32, resize_size=40)), batch_size=3,
+                         workers=0)
     batches = list(loader)
     skipped = [s for b in batches for s in b["skipped"]]
     kept = torch.cat([b["images"] for b in batches if "images" in b])
     assert sorted(Path(p).name for p, _ in skipped) == ["c_empty.JPEG", "d_truncated.JPEG"]
     assert all(reason for _, reason in skipped)
     assert kept.shape == (2, 3, 32, 32) and kept.dtype == torch.uint8
-    gray_rgb = kept[1]
+    good_rgb, gray_rgb = kept[0].float(), kept[1]
+    assert good_rgb[0].mean() > 150 and good_rgb[1].mean() < 80  # the red image stays red, in dataset order
     assert torch.equal(gray_rgb[0], gray_rgb[1]) and torch.equal(gray_rgb[1], gray_rgb[2])  # grayscale -> RGB
-    assert good.exists() and gray.exists()
 
 
 def test_missing_or_wrong_root_is_a_clear_error(tmp_path):
@@ -91,7 +95,7 @@ def test_embedded_default_has_real_photos_with_labels():
 
 def test_geometry_matches_resize_then_center_crop():
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 500, 3), dtype=np.uint8))
-    crop = Preprocessing(input_size=224, resize_size=256).geometry(img)
+    crop = STANDARD.geometry(img)
     resized = img.resize((426, 256), Image.BILINEAR)  # int(256 * 500 / 300) = 426
     expected = np.asarray(resized)[16:240, 101:325]  # round((426 - 224) / 2) = 101
     assert crop.shape == (224, 224, 3)
@@ -109,5 +113,31 @@ def test_tiny_images_are_upsampled(sample_root):
     if small is None:
         pytest.skip("no small image in the sample set")
     with Image.open(small) as im:
-        crop = Preprocessing().geometry(im.convert("RGB"))
+        crop = STANDARD.geometry(im.convert("RGB"))
     assert crop.shape == (224, 224, 3)
+
+
+def test_max_images_counts_and_rejects_what_is_not_a_count(tmp_path):
+    table = imagenet_classes()
+    for k in range(3):
+        _save(tmp_path / table.wnids[k] / f"{k}.JPEG")
+    assert len(build_dataset("imagenet_folder", root=str(tmp_path), max_images=2).items) == 2
+    assert len(build_dataset("imagenet_folder", root=str(tmp_path), max_images=None).items) == 3
+    for bad in (0, -1):
+        with pytest.raises(DatasetError, match=f"data.max_images={bad} is not a count"):
+            DataSpec(name="imagenet_folder", root=str(tmp_path), max_images=bad)
+
+
+def test_auto_is_the_embedded_photos_or_the_given_folder(tmp_path):
+    """``data.root=DIR`` without ``data=`` reads DIR (a wnid folder, or flat with a labels file)."""
+    assert build_dataset("auto").name == "embedded"
+    _save(tmp_path / "val" / "n01440764" / "a.JPEG")
+    folder = build_dataset("auto", root=str(tmp_path / "val"))
+    assert folder.name == "imagenet_folder" and [i.label for i in folder.items] == [0]
+    assert "reading it as imagenet_folder" in folder.notes[0]
+    _save(tmp_path / "flat" / "x.JPEG")
+    (tmp_path / "labels.txt").write_text("x.JPEG 3\n")
+    flat = build_dataset("auto", root=str(tmp_path / "flat"), labels_file=str(tmp_path / "labels.txt"))
+    assert flat.name == "imagenet_flat" and [i.label for i in flat.items] == [3]
+    with pytest.raises(DatasetError, match="data.labels_file is set but data.root is not"):
+        build_dataset("auto", labels_file=str(tmp_path / "labels.txt"))

@@ -12,7 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_main(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def run_main(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "main.py"), *args], cwd=cwd, capture_output=True, text=True,
                           timeout=600)
 
@@ -33,10 +33,15 @@ def test_demo_writes_results_csv(tmp_path):
     (["data=imagenet_folder"], "data.root is not set"),
     (["data=imagenet_folder", "data.root=/does/not/exist"], "data.root=/does/not/exist does not exist"),
     (["model=resnet5000"], "unknown model 'resnet5000'"),
+    (["model=efficientnet_lite5"], "did you mean efficientnet_lite2"),
+    (["data.max_images=-1"], "data.max_images=-1 is not a count"),
+    (["task=evl"], "unknown task 'evl'"),
+    (["suite.corruptions=[gausian_noise]"], "did you mean gaussian_noise"),
     (["model=torchvision", "model.name=resnet5000"], "unknown torchvision model 'resnet5000'"),
     (["runtime.batchsize=3"], "did you mean runtime.batch_size"),
     (["runtime.precision=bf61"], "runtime.precision: Invalid value 'bf61'"),
-    (["suite.severities=[0]"], "severity must be an integer 1-5"),
+    (["suite.severities=[0]"], "suite.severities: severity must be an integer 1-5"),
+    (["task=report", "sweep_dir=/does/not/exist"], "sweep_dir /does/not/exist does not exist"),
 ])
 def test_bad_input_gives_one_line(tmp_path, args, expected):
     proc = run_main(*args, f"results_dir={tmp_path}")
@@ -56,15 +61,39 @@ def test_data_root_alone_means_an_imagenet_folder(tmp_path):
     out = tmp_path / "out"
     proc = run_main(f"data.root={tmp_path / 'val'}", "model=tiny_cnn", f"results_dir={out}", "runtime.workers=0")
     assert proc.returncode == 0, proc.stderr
-    assert "using data=imagenet_folder" in proc.stdout
+    assert "reading it as imagenet_folder" in proc.stdout
     row = pd.read_csv(out / "results.csv").iloc[0]
     assert row["dataset"] == "imagenet_folder" and row["n"] == 1
 
 
-def test_infer_data_group_respects_an_explicit_choice():
-    from robustbench_in.app import infer_data_group
+def test_a_bad_job_of_a_sweep_does_not_stop_the_others(tmp_path):
+    proc = run_main("-m", "model=tiny_cnn", "data=embedded,imagenet_folder", "runtime.workers=0",
+                    f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 1, proc.stderr
+    assert "1 job(s) of the sweep failed" in proc.stderr and "data.root is not set" in proc.stderr
+    assert (tmp_path / "data=embedded,model=tiny_cnn" / "results.csv").is_file()
 
-    assert infer_data_group(["data.root=/x"]) == ["data.root=/x", "data=imagenet_folder"]
-    assert infer_data_group(["data.root=/x", "data.labels_file=/l"])[-1] == "data=imagenet_flat"
-    assert infer_data_group(["data=imagenet_flat", "data.root=/x"]) == ["data=imagenet_flat", "data.root=/x"]
-    assert infer_data_group(["model=tiny_cnn"]) == ["model=tiny_cnn"]
+
+def test_an_unknown_option_in_a_sweep_fails_before_any_job_runs(tmp_path):
+    proc = run_main("-m", "model=tiny_cnn,resnet5000", "runtime.workers=0", f"hydra.sweep.dir={tmp_path}")
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "unknown model 'resnet5000'" in lines[0], proc.stderr
+    assert not list(tmp_path.rglob("results.csv"))
+
+
+def test_unwritable_results_dir_fails_before_any_work(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = run_main(f"results_dir={blocker / 'sub'}", "model=tiny_cnn", "runtime.workers=0")
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "is not writable" in lines[0], proc.stderr
+    assert "model tiny_cnn" not in proc.stdout  # nothing was built or evaluated
+
+
+def test_hydra_full_error_shows_the_traceback(tmp_path):
+    import os
+
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+    proc = subprocess.run([sys.executable, str(REPO / "main.py"), "runtime.batchsize=3", f"results_dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr

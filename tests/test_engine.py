@@ -9,11 +9,9 @@ import torch
 
 from corruptions.registry import Corruption
 from corruptions.rng import normal
-from robustbench_in import engine
-from robustbench_in.data import build_dataset
-from robustbench_in.engine import Cell, EvalContext, RunSettings, evaluate
+from robustbench_in.data import DataSpec, build_dataset
+from robustbench_in.evaluate import Cell, EvalContext, ResultStore, Runtime, engine, evaluate
 from robustbench_in.models import ModelSpec, create_model
-from robustbench_in.results import ResultStore
 
 
 def _noise(images, severity, seeds):
@@ -25,9 +23,9 @@ NOISE = Corruption("test_noise", _noise, category="noise")
 CTX = EvalContext(dataset_name="t", backend="test", versions="", git_commit="", model_identity={"m": 1})
 
 
-def _settings(**kw) -> RunSettings:
-    base = dict(device=torch.device("cpu"), batch_size=4, workers=0, shard_size=8, progress=False)
-    return RunSettings(**{**base, **kw})
+def _settings(**kw) -> Runtime:
+    base = dict(device="cpu", batch_size=4, workers=0, shard_size=8, progress=False)
+    return Runtime(**{**base, **kw})
 
 
 def _cells():
@@ -36,12 +34,12 @@ def _cells():
 
 @pytest.fixture(scope="module")
 def tiny():
-    return create_model(ModelSpec(source="tiny_cnn", random_init=True))
+    return create_model(ModelSpec(name="tiny_cnn"))
 
 
 @pytest.fixture(scope="module")
 def samples(sample_root):
-    images = build_dataset("imagenet_folder", root=str(sample_root))
+    images = build_dataset(DataSpec(name="imagenet_folder", root=str(sample_root)))
     images.items = images.items[::25]  # 20 images
     return images
 
@@ -55,9 +53,9 @@ def _records(store: ResultStore) -> pd.DataFrame:
 
 def test_lite0_clean_error_on_shared_samples(sample_root, tmp_path):
     """Every 5th of the 500 samples (100 images): ~11% top-1 error with the right normalisation, ~24% without."""
-    images = build_dataset("imagenet_folder", root=str(sample_root))
+    images = build_dataset(DataSpec(name="imagenet_folder", root=str(sample_root)))
     images.items = images.items[::5]
-    entry = create_model(ModelSpec(source="efficientnet_lite0"))
+    entry = create_model(ModelSpec(name="efficientnet_lite0"))
     rows, skipped = evaluate(entry, images, [Cell("clean", 0, "clean")], _settings(batch_size=50, shard_size=100),
                              ResultStore(tmp_path), CTX)
     assert not skipped and rows[0]["n"] == 100
@@ -129,7 +127,7 @@ def test_atomic_write_leaves_a_readable_file_and_no_temporaries(tmp_path):
     import os
     import stat
 
-    from robustbench_in.results import atomic_write
+    from robustbench_in.files import atomic_write
 
     old = os.umask(0o022)
     try:

@@ -12,10 +12,9 @@ import torch
 from PIL import Image
 
 from corruptions import get_corruption
-from robustbench_in.data import ImageItem, ImageList
-from robustbench_in.engine import Cell, corrupt_batch
-from robustbench_in.gallery import GAP, HEADER_H, TITLE_H, decode_image, grid_layout, write_gallery
-from robustbench_in.preprocessing import Preprocessing
+from robustbench_in.data import STANDARD, ImageItem, ImageList, Preprocessing
+from robustbench_in.evaluate import Cell, corrupt_batch
+from robustbench_in.report.gallery import GAP, HEADER_H, TITLE_H, decode_image, grid_layout, write_gallery
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -23,7 +22,7 @@ if str(REPO) not in sys.path:
 
 import examples.my_corruptions  # noqa: E402,F401  (registers vignette)
 
-PRE = Preprocessing(input_size=64, resize_size=72)
+PRE = STANDARD.override(Preprocessing(input_size=64, resize_size=72))
 
 
 @pytest.fixture
@@ -98,16 +97,12 @@ def test_gallery_refuses_what_it_cannot_draw(images, tmp_path):
 
 def test_task_gallery_draws_the_suite(tmp_path):
     """What ``python main.py task=gallery suite=plugin_example`` runs, in process."""
-    from hydra import compose, initialize_config_dir
+    from conftest import compose_config
 
-    from robustbench_in.app import CONF_DIR, task_gallery
-    from robustbench_in.config import register_configs
+    from robustbench_in.tasks import task_gallery
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "task=gallery", "model=tiny_cnn", "suite=plugin_example", "suite.severities=[1,5]",
-            f"results_dir={tmp_path}", "gallery.image=2"])
+    cfg = compose_config("task=gallery", "model=tiny_cnn", "suite=plugin_example", "suite.severities=[1,5]",
+                         f"results_dir={tmp_path}", "gallery.image=2")
     out = task_gallery(cfg)
     png = np.asarray(Image.open(out).convert("RGB"))
     layout = grid_layout(3, 3, (224, 224), ["brightness", "vignette", "color_cast"])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from robustbench_in import metrics
-from robustbench_in.alexnet import (
+from robustbench_in.report import metrics
+from robustbench_in.report.alexnet import (
     ALEXNET_CLEAN_ERR,
     ALEXNET_ERR,
     ALEXNET_MEAN_ERR,
@@ -17,6 +17,7 @@ from robustbench_in.alexnet import (
     EXTRA_CORRUPTIONS,
     SEVERITIES,
 )
+from conftest import hand_ece, hand_wilson  # noqa: E402
 
 # ------------------------------------------------------------------------------------------ AlexNet facts
 
@@ -36,11 +37,6 @@ def test_alexnet_table_matches_the_published_averages():
 # ------------------------------------------------------------------------------------------------ Wilson
 
 
-def hand_wilson(k, n, z=1.96):
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return centre - half, centre + half
 
 
 @pytest.mark.parametrize("k,n", [(3, 16), (8, 16), (1, 50), (49, 50), (7, 1000), (500, 50000)])
@@ -133,16 +129,6 @@ def test_mcnemar_without_discordant_pairs_and_shape_errors():
 # ------------------------------------------------------------------------------------------- calibration
 
 
-def hand_ece(conf, correct, n_bins=15):
-    total = 0.0
-    for i in range(n_bins):
-        lo, hi = i / n_bins, (i + 1) / n_bins
-        sel = [(c, k) for c, k in zip(conf, correct) if (lo < c <= hi) or (i == 0 and c == 0)]
-        if sel:
-            acc = sum(k for _, k in sel) / len(sel)
-            avg = sum(c for c, _ in sel) / len(sel)
-            total += len(sel) / len(conf) * abs(acc - avg)
-    return total
 
 
 def test_ece_matches_hand_binning():

@@ -1,11 +1,21 @@
-"""Model registry: offline weights, hub/cache loading with locally made weight files, clear errors."""
+"""Models: sources with offline weights, hub/cache loading with locally made weight files, the zoo, checkpoints,
+and clear one-line errors."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from robustbench_in.models import ModelError, ModelSpec, create_model, save_checkpoint
+from robustbench_in.data import Preprocessing, imagenet_classes
+from robustbench_in.models import (
+    ModelError,
+    ModelSpec,
+    create_model,
+    read_checkpoint,
+    save_checkpoint,
+    zoo_entries,
+)
+from robustbench_in.models.checkpoint import check_class_table
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -13,12 +23,50 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_efficientnet_lite0_loads_real_weights_with_its_preprocessing():
-    entry = create_model(ModelSpec(source="efficientnet_lite0"))
-    assert not entry.module.training
-    assert entry.preprocessing.mean == (0.5, 0.5, 0.5) and entry.preprocessing.input_size == 224
-    random = create_model(ModelSpec(source="efficientnet_lite0", random_init=True))
+# the zoo entries whose weights ship with the project's dependencies (the rest need a cache: random init here)
+OFFLINE = {"efficientnet_lite0", "efficientnet_lite0_256", "efficientnet_lite1", "efficientnet_lite2", "tiny_cnn"}
+
+
+@pytest.mark.parametrize("name", sorted(zoo_entries()))
+def test_every_zoo_entry_builds_and_classifies(name):
+    """Each entry builds (with its real weights where they are offline), in eval mode, with a complete
+    preprocessing, and maps a batch at its own input size to 1000 logits."""
+    entry = create_model(ModelSpec(name=name, random_init=name not in OFFLINE))
+    pre = entry.preprocessing
+    assert not entry.module.training and pre.complete and entry.name == name
+    assert entry.architecture[0] in ("timm", "torchvision", "local") and entry.architecture[1]
+    x = pre.normalize(torch.rand(2, 3, pre.input_size, pre.input_size))
+    with torch.inference_mode():
+        logits = entry.module(x)
+    assert logits.shape == (2, 1000) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name, size, resize", [("efficientnet_lite0", 224, 256), ("efficientnet_lite1", 240, 272),
+                                                ("efficientnet_lite2", 260, 292)])
+def test_efficientnet_lite_weights_and_native_preprocessing(name, size, resize):
+    entry = create_model(ModelSpec(name=name))
+    assert (entry.preprocessing.input_size, entry.preprocessing.resize_size) == (size, resize)
+    assert entry.preprocessing.mean == (0.5, 0.5, 0.5) and entry.preprocessing.std == (0.5, 0.5, 0.5)
+    assert entry.weights.endswith(".pth") and entry.architecture == ("timm", f"tf_efficientnet_lite{name[-1]}")
+    random = create_model(ModelSpec(name=name, random_init=True))
     assert not _same_weights(entry.module, random.module)
+
+
+def test_random_init_is_reproducible_and_only_on_request():
+    a = create_model(ModelSpec(name="tiny_cnn"))
+    b = create_model(ModelSpec(name="tiny_cnn"))
+    assert _same_weights(a.module, b.module)
+    with pytest.raises(ModelError, match="random_init=true"):
+        create_model(ModelSpec(source="local", name="tiny_cnn"))
+
+
+def test_preprocessing_overrides_apply_over_the_entry():
+    entry = create_model(ModelSpec(name="efficientnet_lite0",
+                                   preprocessing=Preprocessing(input_size=256, resize_size=292)))
+    assert (entry.preprocessing.input_size, entry.preprocessing.resize_size) == (256, 292)
+    assert entry.preprocessing.mean == (0.5, 0.5, 0.5)  # untouched fields keep the entry's values
+    with pytest.raises(ValueError, match="must not exceed resize_size"):
+        create_model(ModelSpec(name="efficientnet_lite0", preprocessing=Preprocessing(input_size=300)))
 
 
 def test_torchvision_weights_from_local_hub_cache(tmp_path, monkeypatch):
@@ -34,6 +82,21 @@ def test_torchvision_weights_from_local_hub_cache(tmp_path, monkeypatch):
     entry = create_model(spec)
     assert _same_weights(entry.module, reference)
     assert (entry.preprocessing.resize_size, entry.preprocessing.input_size) == (256, 224)
+
+
+def test_zoo_entry_of_torchvision_uses_the_hub_cache(tmp_path, monkeypatch):
+    """``model=resnet50`` is torchvision's resnet50 with IMAGENET1K_V2 weights, from the local cache."""
+    import torchvision
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    with pytest.raises(ModelError, match=r"resnet50/IMAGENET1K_V2 not found at .*resnet50-11ad3fa6\.pth"):
+        create_model(ModelSpec(name="resnet50"))
+    reference = torchvision.models.resnet50()
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(reference.state_dict(), tmp_path / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth")
+    entry = create_model(ModelSpec(name="resnet50"))
+    assert _same_weights(entry.module, reference) and entry.name == "resnet50"
+    assert entry.preprocessing.resize_size == 232  # V2 weights: resize 232, crop 224, bilinear
 
 
 def test_torchvision_explicit_file_and_bad_weight_name(tmp_path):
@@ -69,22 +132,45 @@ def test_timm_weights_from_local_hf_cache(tmp_path, monkeypatch):
     assert entry.preprocessing.input_size == reference.pretrained_cfg["input_size"][-1]
 
 
-def test_unknown_names_and_implicit_random_init_are_errors():
+def test_unknown_names_are_errors_with_close_matches():
     with pytest.raises(ModelError, match="did you mean resnet50"):
         create_model(ModelSpec(source="torchvision", name="resnet5O"))
-    with pytest.raises(ModelError, match="unknown model source"):
-        create_model(ModelSpec(source="torchvison"))
-    with pytest.raises(ModelError, match="random_init=true"):
-        create_model(ModelSpec(source="tiny_cnn"))
+    with pytest.raises(ModelError, match="unknown model source 'torchvison'.*did you mean torchvision"):
+        create_model(ModelSpec(source="torchvison", name="x"))
+    with pytest.raises(ModelError, match="unknown model 'efficientnet_lite9'.*did you mean"):
+        create_model(ModelSpec(name="efficientnet_lite9"))
 
 
-def test_checkpoint_round_trip(tmp_path):
-    spec = ModelSpec(source="tiny_cnn", name="tiny_cnn", random_init=True)
-    entry = create_model(spec)
-    path = save_checkpoint(tmp_path / "ckpt.pt", entry, spec)
-    loaded = create_model(ModelSpec(source="checkpoint", weights_file=str(path)))
+def test_checkpoint_round_trip_keeps_weights_preprocessing_and_classes(tmp_path):
+    entry = create_model(ModelSpec(name="efficientnet_lite0", random_init=True,
+                                   preprocessing=Preprocessing(input_size=192, resize_size=220)))
+    path = save_checkpoint(tmp_path / "ckpt.pt", entry, metrics={"top1_err": 0.5})
+    loaded = create_model(ModelSpec(source="checkpoint", name="checkpoint", weights_file=str(path)))
     assert _same_weights(entry.module, loaded.module)
-    assert loaded.preprocessing == entry.preprocessing
-    with pytest.raises(ModelError, match="not a robustbench_in checkpoint"):
-        torch.save({"x": torch.zeros(1)}, tmp_path / "other.pt")
-        create_model(ModelSpec(source="checkpoint", weights_file=str(tmp_path / "other.pt")))
+    assert loaded.preprocessing == entry.preprocessing and loaded.wnids == imagenet_classes().wnids
+    assert loaded.source == "checkpoint" and loaded.name == "efficientnet_lite0"
+    assert read_checkpoint(path)["metrics"] == {"top1_err": 0.5}
+
+
+def test_foreign_or_broken_checkpoints_are_one_line_errors(tmp_path):
+    cases = {"other.pt": lambda p: torch.save({"x": torch.zeros(1)}, p),
+             "torn.pt": lambda p: p.write_bytes(b"PK\x03\x04 not really a zip"),
+             "text.pt": lambda p: p.write_text("hello"),
+             "tensor.pt": lambda p: torch.save(torch.zeros(3), p)}
+    for name, write in cases.items():
+        write(tmp_path / name)
+        with pytest.raises(ModelError) as info:
+            create_model(ModelSpec(source="checkpoint", name="checkpoint", weights_file=str(tmp_path / name)))
+        assert "\n" not in str(info.value) and name in str(info.value), str(info.value)
+        assert "not a robustbench_in checkpoint" in str(info.value) or "not a readable checkpoint" in str(info.value)
+
+
+def test_class_table_must_fit_the_outputs():
+    wnids = imagenet_classes().wnids
+    assert check_class_table(wnids[:10], 10, "m") == wnids[:10]
+    with pytest.raises(ModelError, match="10 outputs but 5 wnids"):
+        check_class_table(wnids[:5], 10, "m")
+    with pytest.raises(ModelError, match="repeats wnids"):
+        check_class_table([wnids[0]] * 10, 10, "m")
+    with pytest.raises(ModelError, match="non-ImageNet wnids"):
+        check_class_table(["n00000000", *wnids[1:10]], 10, "m")

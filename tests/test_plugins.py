@@ -29,10 +29,10 @@ from corruptions import (
     unregister_corruption,
 )
 from corruptions.adapters import MissingDependencyError, albumentations_corruption, severity_table, snake_case
-from robustbench_in.app import CONF_DIR, build_cells
-from robustbench_in.config import register_configs
+from robustbench_in.evaluate.suite import SuiteSpec, build_cells
 
 REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
 if str(REPO) not in sys.path:  # examples/ is importable from the repository root
     sys.path.insert(0, str(REPO))
 
@@ -54,17 +54,14 @@ def registry_names():
         unregister_corruption(name)
 
 
-def compose_suite(*overrides: str):
-    from hydra import compose, initialize_config_dir
+def compose_suite(*overrides: str) -> SuiteSpec:
+    from conftest import compose_config
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides)).suite
+    return OmegaConf.to_object(compose_config(*overrides).suite)
 
 
-def suite_from(entries: list, severities=(1, 2)):
-    return OmegaConf.create({"name": "t", "include_clean": False, "corruptions": entries,
-                             "severities": list(severities), "faithful_jpeg": False, "jpeg_quality": 85})
+def suite_from(entries: list, severities=(1, 2)) -> SuiteSpec:
+    return SuiteSpec(name="t", include_clean=False, corruptions=entries, severities=list(severities))
 
 
 # ------------------------------------------------------------------------------------- 1. decorator
@@ -201,7 +198,7 @@ def test_plugin_suite_end_to_end(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "main.py"), "model=tiny_cnn", "suite=plugin_example", "suite.severities=[1,2]",
          f"results_dir={tmp_path}", "runtime.workers=0", "runtime.progress=false"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = pd.read_csv(tmp_path / "results.csv")
     cells = set(zip(rows["corruption"], rows["severity"]))

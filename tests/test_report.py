@@ -14,8 +14,13 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from robustbench_in import plots, report
-from robustbench_in.alexnet import ALEXNET_CLEAN_ERR, ALEXNET_ERR, BENCHMARK_CORRUPTIONS, SEVERITIES
+from robustbench_in.report import plots
+from robustbench_in.report.alexnet import ALEXNET_CLEAN_ERR, ALEXNET_ERR, BENCHMARK_CORRUPTIONS, SEVERITIES
+from robustbench_in.report.load import load_results
+from robustbench_in.report.run import run_report
+from robustbench_in.report.summary import corruption_table, paired_tests, summarize
+from robustbench_in.report.tables import to_latex, to_markdown
+from conftest import hand_ece, hand_wilson  # noqa: E402
 
 N = 16
 IMAGE_IDS = np.arange(100, 100 + N, dtype=np.int64)
@@ -27,20 +32,8 @@ COLUMNS = ["model", "dataset", "corruption", "category", "severity", "n", "n_ski
            "preprocessing", "jpeg_mode", "seed", "config_hash", "cell_id", "records", "device", "versions"]
 
 
-def hand_wilson(k, n, z=1.96):
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return centre - half, centre + half
 
 
-def hand_ece(conf, correct, n_bins=15):
-    total = 0.0
-    for i in range(n_bins):
-        sel = [(c, k) for c, k in zip(conf, correct) if i / n_bins < c <= (i + 1) / n_bins]
-        if sel:
-            total += len(sel) / len(conf) * abs(np.mean([k for _, k in sel]) - np.mean([c for c, _ in sel]))
-    return total
 
 
 def make_records(rng, p_correct: float) -> pd.DataFrame:
@@ -114,7 +107,7 @@ def err(rec, col="correct1"):
 
 def test_load_results_finds_nested_runs_and_drops_duplicate_cells(sweep, tmp_path):
     root, _ = sweep
-    df = report.load_results([root])
+    df = load_results([root])
     assert len(df) == 2 * (1 + 3 * 2)
     assert set(df["model"]) == set(MODELS)
     assert (df["jpeg_mode"] == "none").all() and df["severity"].dtype.kind == "i"
@@ -123,10 +116,10 @@ def test_load_results_finds_nested_runs_and_drops_duplicate_cells(sweep, tmp_pat
     other = tmp_path / "other"
     shutil.copytree(root / "2024-01-01" / "12-00-00" / "0", other / "0")
     with pytest.warns(UserWarning, match="duplicate"):
-        both = report.load_results([root, other])
+        both = load_results([root, other])
     assert len(both) == len(df)
     with pytest.raises(FileNotFoundError, match="no results.csv"):
-        report.load_results([tmp_path / "other" / "0" / "records"])
+        load_results([tmp_path / "other" / "0" / "records"])
 
 
 def test_recompute_restores_cell_numbers_from_records(sweep):
@@ -137,7 +130,7 @@ def test_recompute_restores_cell_numbers_from_records(sweep):
     for col in ("top1_err", "top5_err", "top1_ci_low", "ece", "nll"):
         bad[col] = 0.123
     bad.to_csv(csv, index=False)
-    df = report.load_results([root], recompute=True)
+    df = load_results([root], recompute=True)
     a = df[df["model"] == "tiny_a"].set_index("cell_id").loc[good["cell_id"]]
     for col in ("top1_err", "top5_err", "top1_ci_low", "top1_ci_high", "ece", "nll"):
         assert a[col].to_numpy() == pytest.approx(good[col].to_numpy(), abs=1e-6), col
@@ -148,8 +141,8 @@ def test_recompute_restores_cell_numbers_from_records(sweep):
 
 def test_summary_numbers_recomputed_by_hand(sweep):
     root, records = sweep
-    df = report.load_results([root])
-    summary = report.summarize(df, n_boot=500).set_index("model")
+    df = load_results([root])
+    summary = summarize(df, n_boot=500).set_index("model")
     assert list(summary.index) == list(MODELS) and len(summary) == 2
     for model in MODELS:
         rec, row = records[model], summary.loc[model]
@@ -182,14 +175,14 @@ def test_summary_numbers_recomputed_by_hand(sweep):
         assert "missing 12/15" in row["mCE_coverage"] and "no severity 2,4,5" in row["mCE_coverage"]
         assert not row["mCE_comparable"]
     # The bootstrap is seeded: same numbers twice.
-    again = report.summarize(df, n_boot=500).set_index("model")
+    again = summarize(df, n_boot=500).set_index("model")
     assert again["corr_top1_ci_low"].tolist() == summary["corr_top1_ci_low"].tolist()
 
 
 def test_baseline_normalised_mce_by_hand(sweep):
     root, records = sweep
-    df = report.load_results([root])
-    summary = report.summarize(df, baseline="tiny_a", n_boot=50).set_index("model")
+    df = load_results([root])
+    summary = summarize(df, baseline="tiny_a", n_boot=50).set_index("model")
     a, b = records["tiny_a"], records["tiny_b"]
     hand = np.mean([sum(err(b[(c, s)]) for s in SWEEP_SEVERITIES) / sum(err(a[(c, s)]) for s in SWEEP_SEVERITIES)
                     for c in CORRUPTIONS])
@@ -198,7 +191,7 @@ def test_baseline_normalised_mce_by_hand(sweep):
     assert (summary["baseline"] == "tiny_a").all()
     assert summary.loc["tiny_b", "baseline_coverage"] == "3 corruptions x severities 1,3"
     with pytest.raises(ValueError, match="baseline model 'resnet9000'.*tiny_a, tiny_b"):
-        report.summarize(df, baseline="resnet9000")
+        summarize(df, baseline="resnet9000")
 
 
 def test_alexnet_mce_through_the_report_on_a_full_table(tmp_path):
@@ -208,8 +201,8 @@ def test_alexnet_mce_through_the_report_on_a_full_table(tmp_path):
     cells += [(c, "any", s, 0.6) for c in BENCHMARK_CORRUPTIONS for s in SEVERITIES]
     cells += [("speckle_noise", "noise", s, 0.1) for s in SEVERITIES]  # extra: not part of mCE
     write_run(tmp_path / "run", "tiny_a", cells, rng, with_records=False)
-    df = report.load_results([tmp_path])
-    row = report.summarize(df).iloc[0]
+    df = load_results([tmp_path])
+    row = summarize(df).iloc[0]
     e = {(c, s): v for c, s, v in df[["corruption", "severity", "top1_err"]].itertuples(index=False)}
     clean = e[("clean", 0)]
     hand = np.mean([sum(e[(c, s)] for s in SEVERITIES) / sum(ALEXNET_ERR[c].values()) for c in BENCHMARK_CORRUPTIONS])
@@ -220,7 +213,7 @@ def test_alexnet_mce_through_the_report_on_a_full_table(tmp_path):
     assert row["mCE_coverage"] == "15 corruptions x 5 severities"
     assert not row["mCE_comparable"]  # 16 images, not the 50k val set
     assert row["n_corruptions"] == 16 and math.isnan(row["corr_top1_ci_low"])
-    per = report.corruption_table(df).set_index("corruption")
+    per = corruption_table(df).set_index("corruption")
     assert per.loc["fog", "CE"] == pytest.approx(sum(e[("fog", s)] for s in SEVERITIES)
                                                   / sum(ALEXNET_ERR["fog"].values()))
     assert per.loc["speckle_noise", "CE"] > 0  # AlexNet has extras: a CE, but outside mCE
@@ -231,8 +224,8 @@ def test_alexnet_mce_through_the_report_on_a_full_table(tmp_path):
 
 def test_paired_tests_match_scipy_binomtest(sweep):
     root, records = sweep
-    df = report.load_results([root])
-    paired = report.paired_tests(df)  # default reference: first model by name
+    df = load_results([root])
+    paired = paired_tests(df)  # default reference: first model by name
     assert len(paired) == 1 + 3 * 2 and (paired["reference"] == "tiny_a").all()
     assert (paired["model"] == "tiny_b").all() and (paired["n_paired"] == N).all()
     for row in paired.itertuples():
@@ -251,8 +244,8 @@ def test_paired_tests_match_scipy_binomtest(sweep):
 
 def test_latex_and_markdown_tables(sweep):
     root, _ = sweep
-    summary = report.summarize(report.load_results([root]), baseline="tiny_b", n_boot=50)
-    tex = report.to_latex(summary)
+    summary = summarize(load_results([root]), baseline="tiny_b", n_boot=50)
+    tex = to_latex(summary)
     for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
         assert tex.count(rule) == 2
     assert tex.count("{") == tex.count("}")
@@ -262,7 +255,7 @@ def test_latex_and_markdown_tables(sweep):
         n_cols = table.split(r"\begin{tabular}{")[1].split("}")[0]
         assert all(line.count(" & ") == len(n_cols) - 1 and line.endswith(r"\\") for line in body)
     assert "50,000" in tex and r"\textbf" in tex and "tiny_a" not in tex
-    md = report.to_markdown(summary)
+    md = to_markdown(summary)
     lines = [ln for ln in md.splitlines() if ln.startswith("|")]
     head = md.split("## Per category")[0]
     table = [ln for ln in head.splitlines() if ln.startswith("|")]
@@ -276,7 +269,7 @@ def test_run_report_writes_everything(sweep, tmp_path):
     out = tmp_path / "report"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a clean sweep produces no warning
-        written = report.run_report([root], out, n_boot=200)
+        written = run_report([root], out, n_boot=200)
     for key in ("cells_csv", "cells_parquet", "summary_csv", "summary_tex", "summary_md", "paired_tests_csv",
                 "corruption_errors_csv"):
         assert written[key].is_file() and written[key].parent == out, key
@@ -301,8 +294,8 @@ def test_plots_with_one_model_and_multiple_datasets(tmp_path):
     rng = np.random.default_rng(3)
     write_run(tmp_path / "r0", "solo", sweep_cells(0.6, 0.5), rng, dataset="set_one")
     write_run(tmp_path / "r1", "solo", sweep_cells(0.6, 0.5), rng, dataset="set two")
-    df = report.load_results([tmp_path])
-    summary = report.summarize(df, n_boot=20)
+    df = load_results([tmp_path])
+    summary = summarize(df, n_boot=20)
     written = plots.make_all(df, summary, tmp_path / "figs")
     assert "effective_robustness_set_one_png" in written and "error_vs_severity_set_two_pdf" in written
     assert len(written) == 2 * 4 * 2
@@ -311,7 +304,7 @@ def test_plots_with_one_model_and_multiple_datasets(tmp_path):
 
 def test_degradation_matrix_by_hand(sweep):
     root, records = sweep
-    rel = plots.degradation_matrix(report.load_results([root]))
+    rel = plots.degradation_matrix(load_results([root]))
     a = records["tiny_a"]
     clean = err(a[("clean", 0)])
     hand = (np.mean([err(a[("contrast", s)]) for s in SWEEP_SEVERITIES]) - clean) / clean
@@ -323,8 +316,8 @@ def test_results_without_ci_columns_get_wilson_intervals(sweep):
     root, records = sweep
     csv = next(root.rglob("1/results.csv"))
     pd.read_csv(csv).drop(columns=["top1_ci_low", "top1_ci_high", "ece"]).to_csv(csv, index=False)
-    df = report.load_results([root])
-    row = report.summarize(df, n_boot=20).set_index("model").loc["tiny_b"]
+    df = load_results([root])
+    row = summarize(df, n_boot=20).set_index("model").loc["tiny_b"]
     k = int((~records["tiny_b"][("clean", 0)].correct1).sum())
     assert (row["clean_top1_ci_low"], row["clean_top1_ci_high"]) == pytest.approx(hand_wilson(k, N))
     assert math.isnan(row["clean_ece"]) and math.isfinite(row["clean_nll"])

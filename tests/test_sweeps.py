@@ -106,7 +106,7 @@ def test_two_model_sweep_gives_the_full_report(sample_root, tmp_path):
     """2 tiny models x (clean + 3 corruptions x 2 severities) on 16 images, then task=report."""
     sweep = tmp_path / "sweep"
     proc = subprocess.run(main_cmd(
-        "-m", "model=tiny_cnn", "model.name=tiny_a,tiny_b", "data=imagenet_folder", f"data.root={sample_root}",
+        "-m", "model=tiny_cnn", "model.label=tiny_a,tiny_b", "data=imagenet_folder", f"data.root={sample_root}",
         "data.max_images=16", "suite.corruptions=[gaussian_noise,contrast,fog]", "suite.severities=[1,5]",
         f"hydra.sweep.dir={sweep}"), capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -38,8 +38,8 @@ def _index(wnids: tuple[str, ...]) -> dict[str, int]:
 
 @lru_cache(maxsize=1)
 def imagenet_classes() -> ClassTable:
-    """The project's own copy of the class table (robustbench_in/imagenet_classes.tsv)."""
-    text = resources.files("robustbench_in").joinpath("imagenet_classes.tsv").read_text(encoding="utf-8")
+    """The project's own copy of the class table (robustbench_in/data/imagenet_classes.tsv)."""
+    text = resources.files("robustbench_in.data").joinpath("imagenet_classes.tsv").read_text(encoding="utf-8")
     rows = [line.split("\t") for line in text.splitlines()[1:] if line.strip()]
     for expected, (index, _, _) in enumerate(rows):
         if int(index) != expected:

@@ -1,8 +1,7 @@
 """Datasets: ImageNet-val style folders, the flat val layout with a labels file, and the embedded default.
 
-Every dataset is a list of :class:`ImageItem` (path, global label, stable image id) read by one loader
-that decodes each image once, converts it to RGB, applies the model's geometry and yields uint8 crops.
-An unreadable or truncated image is skipped, counted and reported by the loader — never a crash.
+Every dataset is a list of :class:`ImageItem` (path, global label, stable image id); ``data/loader.py``
+decodes them. Builders register by name (:func:`register_dataset`) and receive the ``data`` config keys.
 """
 
 from __future__ import annotations
@@ -12,22 +11,32 @@ import difflib
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
-import numpy as np
-import torch
-from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
+from omegaconf import MISSING
 
-from robustbench_in.classes import imagenet_classes
-from robustbench_in.preprocessing import Preprocessing
+from robustbench_in.data.classes import imagenet_classes
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"}
-MAX_ALT_LABELS = 4
 
 
 class DatasetError(ValueError):
     """A dataset cannot be built as configured; the message says which key or file and what to do."""
+
+
+@dataclass
+class DataSpec:
+    """The ``data`` config group: a registered dataset builder (``name``) and its keys."""
+
+    name: str = MISSING
+    root: Optional[str] = None
+    labels_file: Optional[str] = None
+    max_images: Optional[int] = None  # the first N images (null = all)
+
+    def __post_init__(self) -> None:
+        if self.max_images is not None and (isinstance(self.max_images, bool) or self.max_images < 1):
+            raise DatasetError(f"data.max_images={self.max_images} is not a count: give N >= 1, or null for "
+                               "every image")
 
 
 @dataclass(frozen=True)
@@ -57,7 +66,7 @@ DATASETS: dict[str, Callable[..., ImageList]] = {}
 
 
 def register_dataset(name: str):
-    """Decorator: register a dataset builder ``fn(**cfg) -> ImageList`` under ``name``."""
+    """Decorator: register a dataset builder ``fn(root=..., labels_file=..., **_) -> ImageList`` under ``name``."""
 
     def decorator(fn):
         DATASETS[name] = fn
@@ -66,15 +75,18 @@ def register_dataset(name: str):
     return decorator
 
 
-def build_dataset(name: str, **kwargs) -> ImageList:
-    """Build a registered dataset from its config keys (``data.*``)."""
-    import robustbench_in.embedded  # noqa: F401  (registers the embedded default)
+def build_dataset(spec: DataSpec) -> ImageList:
+    """The dataset a ``data`` spec asks for, cut to ``max_images``."""
+    import robustbench_in.data.embedded  # noqa: F401  (registers the embedded default)
 
-    if name not in DATASETS:
-        close = difflib.get_close_matches(name, DATASETS, n=3)
-        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}"
+    if spec.name not in DATASETS:
+        close = difflib.get_close_matches(spec.name, DATASETS, n=3)
+        raise DatasetError(f"unknown dataset {spec.name!r}; known: {', '.join(sorted(DATASETS))}"
                            + (f" (did you mean {', '.join(close)}?)" if close else ""))
-    return DATASETS[name](**kwargs)
+    images = DATASETS[spec.name](root=spec.root, labels_file=spec.labels_file)
+    if spec.max_images is not None:
+        images.items = images.items[:spec.max_images]
+    return images
 
 
 def _existing_dir(root, key: str = "data.root") -> Path:
@@ -90,8 +102,22 @@ def _is_image(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
 
 
+@register_dataset("auto")
+def auto(root=None, labels_file=None, **_) -> ImageList:
+    """The default: the embedded photos, or ``data.root`` when one is given — as a flat folder when
+    ``data.labels_file`` is given too, else as a ``<wnid>/`` folder."""
+    if root in (None, ""):
+        if labels_file:
+            raise DatasetError("data.labels_file is set but data.root is not: pass data.root=/path/to/images")
+        return DATASETS["embedded"]()
+    builder = imagenet_flat if labels_file else imagenet_folder
+    images = builder(root=root, labels_file=labels_file)
+    images.notes.insert(0, f"data.root given without data=...: reading it as {images.name}")
+    return images
+
+
 @register_dataset("imagenet_folder")
-def imagenet_folder(root, max_images: int | None = None, **_) -> ImageList:
+def imagenet_folder(root, **_) -> ImageList:
     """``root/<wnid>/*.JPEG`` with any subset of the 1000 classes; labels from the wnid, not folder order."""
     root = _existing_dir(root)
     table = imagenet_classes()
@@ -106,7 +132,7 @@ def imagenet_folder(root, max_images: int | None = None, **_) -> ImageList:
     ]
     if not items:
         raise DatasetError(f"data.root={root} holds no images in <wnid>/ sub-folders")
-    return ImageList(name="imagenet_folder", items=items[:max_images] if max_images else items, root=str(root))
+    return ImageList(name="imagenet_folder", items=items, root=str(root))
 
 
 def _read_labels(labels_file: Path) -> dict[str, int]:
@@ -138,7 +164,7 @@ def _read_labels(labels_file: Path) -> dict[str, int]:
 
 
 @register_dataset("imagenet_flat")
-def imagenet_flat(root, labels_file=None, max_images: int | None = None, **_) -> ImageList:
+def imagenet_flat(root, labels_file=None, **_) -> ImageList:
     """The flat val layout (``root/ILSVRC2012_val_*.JPEG``) with a labels file (see :func:`_read_labels`)."""
     root = _existing_dir(root)
     if not labels_file:
@@ -158,61 +184,4 @@ def imagenet_flat(root, labels_file=None, max_images: int | None = None, **_) ->
     if not items:
         raise DatasetError(f"data.root={root}: no image matches an entry of {labels_path}")
     notes = [f"{unlabeled} images without a label in {labels_path.name} were left out"] if unlabeled else []
-    return ImageList(name="imagenet_flat", items=items[:max_images] if max_images else items, root=str(root),
-                     notes=notes)
-
-
-# ---------------------------------------------------------------------------------------------- loading
-
-
-class ImageDataset(Dataset):
-    """Decodes an :class:`ImageList` with a model's geometry; a bad file yields a skip record."""
-
-    def __init__(self, images: ImageList, preprocessing: Preprocessing):
-        self.images = images
-        self.preprocessing = preprocessing
-
-    def __len__(self) -> int:
-        return len(self.images.items)
-
-    def __getitem__(self, index: int):
-        item = self.images.items[index]
-        try:
-            with Image.open(item.path) as img:
-                img.load()
-                rgb = img.convert("RGB")
-            crop = self.preprocessing.geometry(rgb)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-            reason = str(err).split("\n")[0] or type(err).__name__
-            return {"skipped": (str(item.path), reason)}
-        alt = list(item.alt_labels[:MAX_ALT_LABELS]) + [-1] * (MAX_ALT_LABELS - len(item.alt_labels[:MAX_ALT_LABELS]))
-        return {
-            "image": torch.from_numpy(np.array(crop, dtype=np.uint8, copy=True)).permute(2, 0, 1),
-            "label": item.label,
-            "alt_labels": alt,
-            "image_id": item.image_id,
-            "index": index,
-        }
-
-
-def collate(samples: list[dict]) -> dict:
-    """Stack the good samples; pass the skipped ones through as (path, reason)."""
-    good = [s for s in samples if "skipped" not in s]
-    batch = {"skipped": [s["skipped"] for s in samples if "skipped" in s]}
-    if good:
-        batch["images"] = torch.stack([s["image"] for s in good])
-        batch["labels"] = torch.tensor([s["label"] for s in good], dtype=torch.int64)
-        batch["alt_labels"] = torch.tensor([s["alt_labels"] for s in good], dtype=torch.int64)
-        batch["image_ids"] = torch.tensor([s["image_id"] for s in good], dtype=torch.int64)
-        batch["index"] = torch.tensor([s["index"] for s in good], dtype=torch.int64)
-    return batch
-
-
-def make_loader(images: ImageList, preprocessing: Preprocessing, batch_size: int, workers: int,
-                indices: list[int] | None = None, pin_memory: bool = False) -> DataLoader:
-    """Batches of uint8 crops in dataset order (optionally a subset of indices, e.g. one shard)."""
-    dataset: Dataset = ImageDataset(images, preprocessing)
-    if indices is not None:
-        dataset = torch.utils.data.Subset(dataset, indices)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
-                      pin_memory=pin_memory, persistent_workers=False)
+    return ImageList(name="imagenet_flat", items=items, root=str(root), notes=notes)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robustbench_in.classes import imagenet_classes
-from robustbench_in.data import DatasetError, ImageItem, ImageList, register_dataset
+from robustbench_in.data.classes import imagenet_classes
+from robustbench_in.data.datasets import DatasetError, ImageItem, ImageList, register_dataset
 
 # (package, path inside the package's data folder, accepted ImageNet wnids — the first is the label)
 EMBEDDED_PHOTOS = (
@@ -38,7 +38,7 @@ def _data_dir(package: str) -> Path:
 
 
 @register_dataset("embedded")
-def embedded(max_images: int | None = None, **_) -> ImageList:
+def embedded(**_) -> ImageList:
     """A handful of real photos from scikit-image and matplotlib, labelled by this project."""
     table = imagenet_classes()
     items, missing = [], []
@@ -57,5 +57,5 @@ def embedded(max_images: int | None = None, **_) -> ImageList:
         raise DatasetError("the embedded photos were not found: reinstall scikit-image and matplotlib "
                            "(pip install -e .), or pass data=imagenet_folder data.root=/path/to/imagenet/val")
     notes = [f"embedded photo not found: {m}" for m in missing]
-    return ImageList(name="embedded", items=items[:max_images] if max_images else items, root="<embedded>",
+    return ImageList(name="embedded", items=items, root="<embedded>",
                      notes=notes)

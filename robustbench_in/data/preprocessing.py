@@ -2,11 +2,15 @@
 
 Geometry is applied once on decode (CPU, PIL — the same resampler the ImageNet-C reference used); the
 corruptions run on the cropped uint8->float image; normalisation happens last, on the device.
+
+One class serves twice: a model's full preprocessing (every field set) and the ``model.preprocessing``
+config keys, where ``null`` keeps the model's own value (:meth:`Preprocessing.override`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -24,23 +28,47 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Preprocessing:
-    """Resize the shorter side to ``resize_size``, center-crop ``input_size``, normalise with mean/std."""
+    """Resize the shorter side to ``resize_size``, center-crop ``input_size``, normalise with mean/std.
 
-    input_size: int = 224
-    resize_size: int = 256
-    interpolation: str = "bilinear"
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    Not frozen, because Hydra overrides config nodes in place; treat instances as values (``override`` and
+    ``dataclasses.replace`` return new ones)."""
+
+    input_size: Optional[int] = None
+    resize_size: Optional[int] = None
+    interpolation: Optional[str] = None
+    mean: Optional[List[float]] = None
+    std: Optional[List[float]] = None
 
     def __post_init__(self) -> None:
-        if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation {self.interpolation!r} unknown; use one of {', '.join(INTERPOLATIONS)}")
-        if not 0 < self.input_size <= self.resize_size:
-            raise ValueError(f"need 0 < input_size ({self.input_size}) <= resize_size ({self.resize_size})")
-        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
-        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if self.interpolation is not None and self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"model.preprocessing.interpolation={self.interpolation!r} is unknown: use one of "
+                             f"{', '.join(INTERPOLATIONS)}")
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if value is not None:
+                value = tuple(float(v) for v in value)
+                if len(value) != 3 or (key == "std" and min(value) <= 0):
+                    raise ValueError(f"model.preprocessing.{key} needs 3 values"
+                                     + (" > 0" if key == "std" else "") + f", got {list(value)}")
+                setattr(self, key, value)
+        for key in ("input_size", "resize_size"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+                raise ValueError(f"model.preprocessing.{key} must be a positive integer, got {value!r}")
+        if self.input_size is not None and self.resize_size is not None and self.input_size > self.resize_size:
+            raise ValueError(f"model.preprocessing: input_size ({self.input_size}) must not exceed resize_size "
+                             f"({self.resize_size})")
+
+    @property
+    def complete(self) -> bool:
+        return all(getattr(self, f.name) is not None for f in fields(self))
+
+    def override(self, other: Preprocessing | None) -> Preprocessing:
+        """This preprocessing with every field that ``other`` sets replaced (checked as a whole)."""
+        changes = {f.name: getattr(other, f.name) for f in fields(Preprocessing)} if other is not None else {}
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def describe(self) -> str:
         """Compact, human-readable record for result rows."""
@@ -50,7 +78,7 @@ class Preprocessing:
                 f"-mean({m})-std({s})")
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
     def geometry(self, img: Image.Image) -> np.ndarray:
         """PIL RGB image -> uint8 (H, W, 3) crop, torchvision Resize(int)/CenterCrop semantics."""
@@ -71,3 +99,8 @@ class Preprocessing:
         mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
         return (images - mean) / std
+
+
+#: The standard ImageNet evaluation transform: shorter side 256, center crop 224, bilinear, ImageNet mean/std.
+STANDARD = Preprocessing(input_size=224, resize_size=256, interpolation="bilinear", mean=IMAGENET_MEAN,
+                         std=IMAGENET_STD)

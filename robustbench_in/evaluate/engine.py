@@ -4,11 +4,14 @@ dataset -> uint8 crops (CPU workers) -> device -> for each (corruption, severity
 corrupt -> [faithful JPEG] -> normalise -> model -> per-image records.
 The dataset is processed in shards; each finished shard is written for every cell, so a killed run
 resumes at the shard where it stopped and never recomputes a finished cell.
+
+The steps, each a function: :func:`score_batch` (one cell of one batch -> records), :func:`run_shard` (every
+pending cell of one shard -> shard files), :func:`make_row` (a finished cell's records -> its result row), and
+:func:`evaluate`, which strings them together with resume and progress.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -17,40 +20,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from corruptions.registry import Corruption, apply_corruption
+from corruptions.registry import apply_corruption
 from corruptions.rng import derive_seeds
-from robustbench_in.classes import imagenet_classes
-from robustbench_in.data import ImageList, make_loader
-from robustbench_in.models import ModelEntry
-from robustbench_in.results import RECORD_COLUMNS, ResultStore, cell_summary, stable_hash
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One (corruption, severity) of a suite; ``corruption is None`` is the clean cell (severity 0)."""
-
-    name: str
-    severity: int
-    category: str
-    corruption: Corruption | None = None
-    faithful_jpeg: bool = False
-    jpeg_quality: int = 85
-
-    @property
-    def jpeg_mode(self) -> str:
-        return f"faithful_q{self.jpeg_quality}" if self.faithful_jpeg and self.corruption is not None else "none"
-
-
-@dataclass
-class RunSettings:
-    device: torch.device
-    batch_size: int = 64
-    workers: int = 2
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast on CUDA only)
-    channels_last: bool = False
-    shard_size: int = 2048
-    seed: int = 0
-    progress: bool = True
+from robustbench_in.data.classes import imagenet_classes
+from robustbench_in.data.datasets import ImageList
+from robustbench_in.data.loader import make_loader
+from robustbench_in.evaluate.results import RECORD_COLUMNS, ResultStore, cell_summary
+from robustbench_in.evaluate.runtime import Runtime
+from robustbench_in.evaluate.suite import Cell
+from robustbench_in.files import stable_hash
+from robustbench_in.models.registry import ModelEntry
 
 
 @dataclass
@@ -63,27 +42,6 @@ class EvalContext:
     git_commit: str
     model_identity: dict
     extra_hash: dict = field(default_factory=dict)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"runtime.device={name} but CUDA is not available: use runtime.device=auto or cpu")
-    return device
-
-
-def _autocast(settings: RunSettings):
-    if settings.device.type == "cuda" and settings.precision in ("bf16", "fp16"):
-        dtype = torch.bfloat16 if settings.precision == "bf16" else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def corrupt_batch(cell: Cell, images: torch.Tensor, image_ids: torch.Tensor, seed: int) -> torch.Tensor:
@@ -102,116 +60,166 @@ def corrupt_batch(cell: Cell, images: torch.Tensor, image_ids: torch.Tensor, see
     return out
 
 
-def cell_id(cell: Cell, entry: ModelEntry, images: ImageList, settings: RunSettings, ctx: EvalContext) -> str:
+def cell_id(cell: Cell, entry: ModelEntry, images: ImageList, runtime: Runtime, ctx: EvalContext) -> str:
     """Everything that determines a cell's numbers — and nothing (batch size, workers) that must not."""
     return stable_hash({
         "model": ctx.model_identity, "preprocessing": entry.preprocessing.as_dict(),
         "dataset": [images.name, images.root, len(images.items), stable_hash([i.key for i in images.items])],
         "corruption": cell.name, "severity": cell.severity, "jpeg": cell.jpeg_mode,
-        "params": repr(cell.corruption.params) if cell.corruption else "", "seed": settings.seed,
-        "precision": settings.precision, "backend": ctx.backend, **ctx.extra_hash,
+        "params": repr(cell.corruption.params) if cell.corruption else "", "seed": runtime.seed,
+        "precision": runtime.resolved_precision, "backend": ctx.backend, **ctx.extra_hash,
     })
 
 
-def evaluate(entry: ModelEntry, images: ImageList, cells: list[Cell], settings: RunSettings, store: ResultStore,
+@dataclass
+class Scorer:
+    """The model on its device, and the map from its outputs to the global class table."""
+
+    entry: ModelEntry
+    runtime: Runtime
+
+    def __post_init__(self) -> None:
+        device = self.runtime.torch_device
+        self.model = self.entry.module.to(device).eval()
+        if self.runtime.use_channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.n_classes = len(imagenet_classes())
+        index = imagenet_classes().index_of
+        self.to_global = torch.tensor([index[w] for w in self.entry.wnids], device=device)
+
+
+def score_batch(scorer: Scorer, cell: Cell, x: torch.Tensor, batch: dict, accepted: torch.Tensor) -> pd.DataFrame:
+    """One cell of one decoded batch: corrupt, normalise, classify; per-image records (on the host)."""
+    runtime = scorer.runtime
+    device = x.device
+    ids = batch["image_ids"]
+    xc = scorer.entry.preprocessing.normalize(corrupt_batch(cell, x, ids.to(device), runtime.seed))
+    if runtime.use_channels_last:
+        xc = xc.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), runtime.autocast():
+        logits = scorer.model(xc)
+    probs = logits.float().softmax(1)
+    top5 = scorer.to_global[probs.topk(min(5, probs.shape[1]), dim=1).indices]  # (B, 5) global class indices
+    hit = (top5[:, :, None] == accepted[:, None, :]) & (accepted[:, None, :] >= 0)
+    global_probs = torch.zeros(probs.shape[0], scorer.n_classes, device=device).index_add_(1, scorer.to_global,
+                                                                                          probs)
+    p_true = (global_probs.gather(1, accepted.clamp(min=0)) * (accepted >= 0)).sum(1)
+    return pd.DataFrame({
+        "image_id": ids.numpy(), "label": batch["labels"].numpy(),
+        "pred": top5[:, 0].cpu().numpy(), "correct1": hit[:, 0].any(1).cpu().numpy(),
+        "correct5": hit.any(2).any(1).cpu().numpy(), "p_true": p_true.cpu().numpy().astype(np.float32),
+        "confidence": probs.max(1).values.cpu().numpy().astype(np.float32),
+    })
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_shard(scorer: Scorer, images: ImageList, shard: list[int], cells: list[Cell],
+              on_batch: Callable[[int], None] = lambda n: None) -> tuple[dict[Cell, pd.DataFrame], list]:
+    """Every cell of one shard: each batch decoded once, then scored under each cell. Returns the cells'
+    records (with the compute seconds spread over their images, so a resumed cell still reports its full time)
+    and the files that could not be read."""
+    runtime = scorer.runtime
+    device = runtime.torch_device
+    records: dict[Cell, list[pd.DataFrame]] = {c: [] for c in cells}
+    seconds = {c: 0.0 for c in cells}
+    skipped: list[tuple[str, str]] = []
+    loader = make_loader(images, scorer.entry.preprocessing, runtime.batch_size, runtime.workers, indices=shard,
+                         pin_memory=device.type == "cuda")
+    for batch in loader:
+        skipped.extend(batch["skipped"])
+        if "images" not in batch:
+            continue
+        t0 = time.perf_counter()
+        x = batch["images"].to(device, non_blocking=True).float().div_(255.0)
+        accepted = torch.cat([batch["labels"][:, None], batch["alt_labels"]], 1).to(device)  # (B, 1+K), -1 = none
+        decode_share = (time.perf_counter() - t0) / len(cells)
+        for cell in cells:
+            t1 = time.perf_counter()
+            records[cell].append(score_batch(scorer, cell, x, batch, accepted))
+            _sync(device)
+            seconds[cell] += time.perf_counter() - t1 + decode_share
+            on_batch(len(batch["image_ids"]))
+    out = {}
+    for cell in cells:
+        frames = [f for f in records[cell] if len(f)]
+        shard_records = (pd.concat(frames, ignore_index=True) if frames
+                         else pd.DataFrame({c: [] for c in RECORD_COLUMNS}))
+        shard_records["seconds"] = seconds[cell] / max(1, len(shard_records))
+        out[cell] = shard_records
+    return out, skipped
+
+
+def make_row(cell: Cell, cell_hash: str, records: pd.DataFrame, entry: ModelEntry, runtime: Runtime,
+             ctx: EvalContext, n_skipped: int) -> dict:
+    """The result row of a finished cell (its records lose their per-image ``seconds`` column)."""
+    cell_seconds = float(records.pop("seconds").sum()) if "seconds" in records else float("nan")
+    summary = cell_summary(records)
+    return {
+        "model": entry.name, "dataset": ctx.dataset_name, "corruption": cell.name, "category": cell.category,
+        "severity": cell.severity, **summary, "n_skipped": n_skipped, "seconds": round(cell_seconds, 4),
+        "images_per_s": round(summary["n"] / cell_seconds, 2) if cell_seconds > 0 else float("nan"),
+        "preprocessing": entry.preprocessing.describe(), "jpeg_mode": cell.jpeg_mode, "backend": ctx.backend,
+        "seed": runtime.seed, "cell_id": cell_hash, "device": str(runtime.torch_device), "versions": ctx.versions,
+        "git_commit": ctx.git_commit, "weights": entry.weights,
+    }
+
+
+def _progress_bar(runtime: Runtime, total: int, name: str, per_cell: int):
+    if not runtime.show_progress:
+        return None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, unit="img", desc=name, leave=False, smoothing=0.1)
+    bar.per_cell = max(1, per_cell)
+    return bar
+
+
+def evaluate(entry: ModelEntry, images: ImageList, cells: list[Cell], runtime: Runtime, store: ResultStore,
              ctx: EvalContext, log: Callable[[str], None] = print) -> tuple[list[dict], list[tuple[str, str]]]:
     """Evaluate every unfinished cell; returns (rows written now, skipped files)."""
-    ids = {c: cell_id(c, entry, images, settings, ctx) for c in cells}
+    ids = {c: cell_id(c, entry, images, runtime, ctx) for c in cells}
     finished = store.finished_cells()
     pending = [c for c in cells if ids[c] not in finished]
     if len(pending) < len(cells):
         log(f"resume: {len(cells) - len(pending)} of {len(cells)} cells already in {store.csv}")
     if not pending:
         return [], []
-
-    device = settings.device
-    model = entry.module.to(device).eval()
-    if settings.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    table = imagenet_classes()
-    to_global = torch.tensor([table.index_of[w] for w in entry.wnids], device=device)
+    scorer = Scorer(entry, runtime)
     n_items = len(images.items)
-    shards = [list(range(s, min(s + settings.shard_size, n_items))) for s in range(0, n_items, settings.shard_size)]
+    shards = [list(range(s, min(s + runtime.shard_size, n_items))) for s in range(0, n_items, runtime.shard_size)]
     skipped: list[tuple[str, str]] = []
-    progress = None
-    if settings.progress:
-        from tqdm.auto import tqdm
+    bar = _progress_bar(runtime, n_items * len(pending), entry.name, len(pending))
 
-        progress = tqdm(total=n_items * len(pending), unit="img", desc=entry.name, leave=False, smoothing=0.1)
+    def on_batch(n: int) -> None:
+        if bar is not None:
+            bar.update(n)
+            rate = bar.format_dict.get("rate")
+            if rate:
+                bar.set_postfix_str(f"{rate / bar.per_cell:.0f} images/s per cell")
 
     for k, shard in enumerate(shards):
         todo = [c for c in pending if not store.shard_done(ids[c], k)]
         if not todo:
-            if progress:
-                progress.update(len(shard) * len(pending))
+            on_batch(len(shard) * len(pending))
             continue
-        records = {c: [] for c in todo}
-        shard_seconds = {c: 0.0 for c in todo}
-        loader = make_loader(images, entry.preprocessing, settings.batch_size, settings.workers, indices=shard,
-                             pin_memory=device.type == "cuda")
-        for batch in loader:
-            skipped.extend(batch["skipped"])
-            if "images" not in batch:
-                continue
-            t0 = time.perf_counter()
-            x = batch["images"].to(device, non_blocking=True).float().div_(255.0)
-            labels = batch["labels"].to(device)
-            accepted = torch.cat([labels[:, None], batch["alt_labels"].to(device)], 1)  # (B, 1 + K), -1 = none
-            ids_b = batch["image_ids"]
-            decode_share = (time.perf_counter() - t0) / len(todo)
-            for cell in todo:
-                t1 = time.perf_counter()
-                xc = entry.preprocessing.normalize(corrupt_batch(cell, x, ids_b.to(device), settings.seed))
-                if settings.channels_last:
-                    xc = xc.contiguous(memory_format=torch.channels_last)
-                with torch.inference_mode(), _autocast(settings):
-                    logits = model(xc)
-                probs = logits.float().softmax(1)
-                top5 = to_global[probs.topk(5, dim=1).indices]  # (B, 5) global class indices
-                hit = (top5[:, :, None] == accepted[:, None, :]) & (accepted[:, None, :] >= 0)
-                global_probs = torch.zeros(probs.shape[0], len(table), device=device).index_add_(1, to_global, probs)
-                p_true = (global_probs.gather(1, accepted.clamp(min=0)) * (accepted >= 0)).sum(1)
-                rec = {
-                    "image_id": ids_b.numpy(), "label": batch["labels"].numpy(),
-                    "pred": top5[:, 0].cpu().numpy(), "correct1": hit[:, 0].any(1).cpu().numpy(),
-                    "correct5": hit.any(2).any(1).cpu().numpy(), "p_true": p_true.cpu().numpy().astype(np.float32),
-                    "confidence": probs.max(1).values.cpu().numpy().astype(np.float32),
-                }
-                _sync(device)
-                shard_seconds[cell] += time.perf_counter() - t1 + decode_share
-                records[cell].append(pd.DataFrame(rec))
-                if progress:
-                    progress.update(len(ids_b))
-            if progress:
-                rate = progress.format_dict.get("rate")
-                if rate:
-                    progress.set_postfix_str(f"{rate / max(1, len(todo)):.0f} images/s per cell")
-        if skipped:
-            store.write_skipped(skipped)
-        for cell in todo:
-            frames = [f for f in records[cell] if len(f)]
-            shard_records = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-                {c: [] for c in RECORD_COLUMNS})
-            # the shard's compute time rides along per image, so a resumed cell still reports its full time
-            shard_records["seconds"] = shard_seconds[cell] / max(1, len(shard_records))
-            store.write_shard(ids[cell], k, shard_records)
-    if progress:
-        progress.close()
+        shard_records, shard_skipped = run_shard(scorer, images, shard, todo, on_batch)
+        skipped.extend(shard_skipped)
+        if shard_skipped:
+            store.write_skipped(shard_skipped)
+        for cell, recs in shard_records.items():
+            store.write_shard(ids[cell], k, recs)
+    if bar is not None:
+        bar.close()
 
     rows = []
     n_skipped = store.count_skipped({str(i.path) for i in images.items})
     for cell in pending:
         recs = store.load_shards(ids[cell], len(shards))
-        cell_seconds = float(recs.pop("seconds").sum()) if "seconds" in recs else float("nan")
-        summary = cell_summary(recs)
-        row = {
-            "model": entry.name, "dataset": ctx.dataset_name, "corruption": cell.name, "category": cell.category,
-            "severity": cell.severity, **summary, "n_skipped": n_skipped, "seconds": round(cell_seconds, 4),
-            "images_per_s": round(summary["n"] / cell_seconds, 2) if cell_seconds > 0 else float("nan"),
-            "preprocessing": entry.preprocessing.describe(), "jpeg_mode": cell.jpeg_mode, "backend": ctx.backend,
-            "seed": settings.seed, "config_hash": stable_hash(ctx.model_identity), "cell_id": ids[cell],
-            "device": str(device), "versions": ctx.versions, "git_commit": ctx.git_commit, "weights": entry.weights,
-        }
+        row = make_row(cell, ids[cell], recs, entry, runtime, ctx, n_skipped)
         store.finish_cell(row, recs)
         rows.append(row)
     return rows, skipped

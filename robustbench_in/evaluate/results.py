@@ -18,55 +18,23 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import json
-import os
 import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
+from robustbench_in.files import atomic_write
+from robustbench_in.report.metrics import cell_metrics
+
 RESULT_COLUMNS = [
     "model", "dataset", "corruption", "category", "severity", "n", "n_skipped", "top1_err", "top5_err",
     "top1_ci_low", "top1_ci_high", "top5_ci_low", "top5_ci_high", "ece", "nll", "seconds", "images_per_s",
-    "preprocessing", "jpeg_mode", "backend", "seed", "config_hash", "cell_id", "records", "device", "versions",
+    "preprocessing", "jpeg_mode", "backend", "seed", "cell_id", "records", "device", "versions",
     "git_commit", "weights",
 ]
 RECORD_COLUMNS = ["image_id", "label", "pred", "correct1", "correct5", "p_true", "confidence"]
-
-
-def stable_hash(obj: Any, length: int = 16) -> str:
-    """Hash of a JSON-able object, independent of key order and process."""
-    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Write through a temporary sibling, fsync and rename, so a reader (or a killed run) never sees half a
-    file. The file gets the usual permissions (0666 minus the umask), not mkstemp's private 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 class ResultStore:
@@ -144,21 +112,7 @@ class ResultStore:
 
 
 def cell_summary(records: pd.DataFrame) -> dict[str, float]:
-    """Errors, 95% Wilson intervals, ECE and NLL of one cell, from its per-image records."""
-    from robustbench_in.metrics import ece, nll, wilson_ci
-
-    n = int(len(records))
-    if n == 0:
-        nan = float("nan")
-        return dict(n=0, top1_err=nan, top5_err=nan, top1_ci_low=nan, top1_ci_high=nan, top5_ci_low=nan,
-                    top5_ci_high=nan, ece=nan, nll=nan)
-    wrong1 = int(n - records["correct1"].sum())
-    wrong5 = int(n - records["correct5"].sum())
-    lo1, hi1 = wilson_ci(wrong1, n)
-    lo5, hi5 = wilson_ci(wrong5, n)
-    return dict(
-        n=n, top1_err=wrong1 / n, top5_err=wrong5 / n, top1_ci_low=lo1, top1_ci_high=hi1, top5_ci_low=lo5,
-        top5_ci_high=hi5,
-        ece=float(ece(records["confidence"].to_numpy(np.float64), records["correct1"].to_numpy(bool))),
-        nll=float(nll(records["p_true"].to_numpy(np.float64))),
-    )
+    """Errors, 95% Wilson intervals, ECE and NLL of one cell, from its per-image records (the same function
+    ``task=report`` uses when it recomputes from disk)."""
+    return cell_metrics(records["correct1"].to_numpy(), records["correct5"].to_numpy(),
+                        records["p_true"].to_numpy(np.float64), records["confidence"].to_numpy(np.float64))

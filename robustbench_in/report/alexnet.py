@@ -15,19 +15,16 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from corruptions import IMAGENET_C, IMAGENET_C_EXTRA
+
 #: Where the numbers come from, for table captions and footnotes.
 ALEXNET_SOURCE = "hendrycks/robustness README, commit 76d9393"
 
-#: The 15 benchmark corruptions in the paper's order; mCE averages over exactly these.
-BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
-    "gaussian_noise", "shot_noise", "impulse_noise",
-    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness",
-    "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)
+#: The 15 benchmark corruptions in the paper's order; mCE averages over exactly these (from the corruption registry).
+BENCHMARK_CORRUPTIONS: tuple[str, ...] = IMAGENET_C
 
 #: The four validation ("extra") corruptions: AlexNet errors exist, but they are excluded from mCE.
-EXTRA_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+EXTRA_CORRUPTIONS: tuple[str, ...] = IMAGENET_C_EXTRA
 
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 
@@ -56,6 +53,10 @@ _TABLE = {
     "spatter": (0.47196, 0.62194, 0.75052, 0.84132, 0.90182),
     "saturate": (0.59342, 0.65514, 0.51174, 0.70834, 0.82260),
 }
+
+if set(_TABLE) != {*BENCHMARK_CORRUPTIONS, *EXTRA_CORRUPTIONS}:  # the published table names exactly these
+    raise RuntimeError(f"AlexNet's error table and the registry's ImageNet-C corruptions differ: "
+                       f"{sorted(set(_TABLE) ^ {*BENCHMARK_CORRUPTIONS, *EXTRA_CORRUPTIONS})}")
 
 #: corruption -> {severity: top-1 error}, read-only.
 ALEXNET_ERR = MappingProxyType(

@@ -23,8 +23,9 @@ from PIL import Image
 
 from corruptions.registry import Corruption, apply_corruption, check_severity
 from corruptions.rng import derive_seeds
-from robustbench_in.data import ImageDataset, ImageList
-from robustbench_in.preprocessing import Preprocessing
+from robustbench_in.data.datasets import ImageList
+from robustbench_in.data.loader import ImageDataset
+from robustbench_in.data.preprocessing import Preprocessing
 
 DPI = 100
 MAX_TILE = 256  # px: larger inputs (384, 512) are drawn downscaled

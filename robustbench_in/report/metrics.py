@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from robustbench_in.alexnet import (
+from robustbench_in.report.alexnet import (
     ALEXNET_CLEAN_ERR,
     ALEXNET_ERR,
     BENCHMARK_CORRUPTIONS,

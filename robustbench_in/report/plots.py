@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import PercentFormatter
 
-from robustbench_in.alexnet import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS
+from robustbench_in.report.alexnet import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS
 
 # matplotlib's PDF backend subsets fonts through fontTools, which logs every table at INFO; Hydra's logging
 # setup would print them all

@@ -1,0 +1,1 @@
+"""Hydra configs, shipped inside the installed package as ``robustbench_in.conf`` (see pyproject.toml)."""

@@ -1,0 +1,135 @@
+"""The tasks behind ``task=...``: each turns the groups it needs into objects, checks them, then works.
+
+Tasks register by name (:func:`register_task`); the CLI dispatches on ``cfg.task`` through the registry.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+import corruptions
+from robustbench_in.data.datasets import build_dataset
+from robustbench_in.evaluate.engine import EvalContext, evaluate
+from robustbench_in.evaluate.results import ResultStore
+from robustbench_in.evaluate.suite import build_cells, suite_corruptions
+from robustbench_in.models.registry import create_model
+from robustbench_in.provenance import git_commit, software_versions
+
+TaskFn = Callable[[DictConfig], object]
+TASKS: dict[str, TaskFn] = {}
+
+
+class UserError(Exception):
+    """Bad input: reported as one line, never as a traceback."""
+
+
+def register_task(name: str):
+    def decorator(fn: TaskFn) -> TaskFn:
+        TASKS[name] = fn
+        return fn
+
+    return decorator
+
+
+def writable_dir(path: Path, key: str) -> Path:
+    """Create ``path`` and prove it can be written, before any work is done."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"{key}={path} is not writable ({err.strerror or err}): choose another folder") from None
+    return path
+
+
+def results_dir(cfg: DictConfig) -> Path:
+    if cfg.get("results_dir"):
+        return writable_dir(Path(cfg.results_dir), "results_dir")
+    from hydra.core.hydra_config import HydraConfig
+
+    return writable_dir(Path(HydraConfig.get().runtime.output_dir), "hydra.run.dir")
+
+
+def _print_rows(store: ResultStore, model_name: str) -> None:
+    import pandas as pd
+
+    rows = store.rows()
+    show = rows[rows["model"] == model_name][["model", "dataset", "corruption", "severity", "n", "top1_err",
+                                             "top5_err", "images_per_s"]]
+    with pd.option_context("display.width", 120, "display.max_rows", 200):
+        print(show.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    n_skipped = int(rows["n_skipped"].max()) if len(rows) else 0
+    print(f"results: {store.csv}" + (f"; {n_skipped} unreadable images skipped, listed in "
+                                      f"{store.root / 'skipped.csv'}" if n_skipped else ""))
+
+
+@register_task("eval")
+def task_eval(cfg: DictConfig) -> Path:
+    """Every cell of the suite for one model on one dataset, into results.csv (resuming finished cells)."""
+    suite, runtime = OmegaConf.to_object(cfg.suite), OmegaConf.to_object(cfg.runtime)
+    model_spec, data_spec = OmegaConf.to_object(cfg.model), OmegaConf.to_object(cfg.data)
+    cells = build_cells(suite)
+    store = ResultStore(results_dir(cfg))
+    images = build_dataset(data_spec)
+    entry = create_model(model_spec)
+    identity = {"source": model_spec.source, "name": entry.name, "weights": entry.weights,
+                "architecture": list(entry.architecture), "num_classes": model_spec.num_classes}
+    ctx = EvalContext(dataset_name=images.name, backend=f"robustbench_in.corruptions-{corruptions.__version__}",
+                      versions=software_versions(), git_commit=git_commit(), model_identity=identity)
+    print(f"model {entry.name} ({entry.source}, weights {entry.weights}); {entry.preprocessing.describe()}")
+    print(f"data {images.name}: {len(images.items)} images from {images.root}; suite {suite.name}: "
+          f"{len(cells)} cells; device {runtime.torch_device} ({runtime.resolved_precision})")
+    for note in images.notes:
+        print(f"note: {note}")
+    evaluate(entry, images, cells, runtime, store, ctx)
+    _print_rows(store, entry.name)
+    return store.csv
+
+
+@register_task("gallery")
+def task_gallery(cfg: DictConfig) -> Path:
+    """One image under every corruption of the suite (every registered one for a suite without any)."""
+    from robustbench_in.report.gallery import write_gallery
+
+    suite, runtime = OmegaConf.to_object(cfg.suite), OmegaConf.to_object(cfg.runtime)
+    gallery = OmegaConf.to_object(cfg.gallery)
+    chosen = suite_corruptions(suite) or [corruptions.get_corruption(n) for n in corruptions.list_corruptions()]
+    out = results_dir(cfg) / gallery.out
+    images = build_dataset(OmegaConf.to_object(cfg.data))
+    preprocessing = create_model(OmegaConf.to_object(cfg.model)).preprocessing
+    write_gallery(images, preprocessing, chosen, suite.severities, out, image_index=gallery.image,
+                  seed=runtime.seed)
+    print(f"gallery: {out}")
+    return out
+
+
+def sweep_dirs(value) -> list[Path]:
+    """``sweep_dir`` as a list of existing folders: one path or a list of them."""
+    if value is None or value == "" or (OmegaConf.is_list(value) and len(value) == 0):
+        raise UserError("task=report needs sweep_dir=DIR or sweep_dir=[DIR,...] (folders holding results.csv "
+                        "files, e.g. multirun/)")
+    dirs = [Path(str(d)) for d in (value if OmegaConf.is_list(value) or isinstance(value, list) else [value])]
+    for d in dirs:
+        if not d.exists():
+            raise UserError(f"sweep_dir {d} does not exist")
+    return dirs
+
+
+@register_task("report")
+def task_report(cfg: DictConfig) -> Path:
+    """Tables and plots from every results.csv under the sweep folders, into <first sweep>/report/."""
+    from robustbench_in.report.run import run_report
+
+    dirs = sweep_dirs(cfg.sweep_dir)
+    report = OmegaConf.to_object(cfg.report)
+    out = writable_dir(Path(report.out_dir) if report.out_dir else dirs[0] / "report", "report.out_dir")
+    written = run_report(dirs, out, baseline=report.baseline)
+    for kind, path in written.items():
+        print(f"{kind}: {path}")
+    print(f"report: {out}")
+    return out
