@@ -34,3 +34,16 @@ def test_refresh_rewrites_only_the_generated_block(tmp_path):
     assert text.startswith("# head\n") and text.endswith("\ntail\n") and "STALE-CATALOGUE" not in text
     assert "**`contrast`**" in text
     assert refresh(doc) is False  # idempotent
+
+
+def test_docs_model_zoo_table_is_up_to_date():
+    from robustbench_in.models import zoo_entries
+    from robustbench_in.models.catalog import BEGIN as ZOO_BEGIN
+    from robustbench_in.models.catalog import END as ZOO_END
+    from robustbench_in.models.catalog import zoo_markdown
+
+    text = (DOC.parent / "models.md").read_text(encoding="utf-8")
+    block = text.split(ZOO_BEGIN, 1)[1].split(ZOO_END, 1)[0]
+    assert block.strip() == zoo_markdown().strip(), (
+        "docs/models.md is stale: run `python -m robustbench_in.models.catalog --write docs/models.md`")
+    assert all(f"| `{name}` |" in block for name in zoo_entries())

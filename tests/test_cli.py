@@ -97,3 +97,15 @@ def test_hydra_full_error_shows_the_traceback(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "main.py"), "runtime.batchsize=3", f"results_dir={tmp_path}"],
                           capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_report_takes_a_single_sweep_path_and_writes_into_it(tmp_path):
+    runs = tmp_path / "runs"
+    for label in ("a", "b"):
+        proc = run_main("model=tiny_cnn", f"model.label={label}", f"results_dir={runs / label}", "runtime.workers=0")
+        assert proc.returncode == 0, proc.stderr
+    report = run_main("task=report", f"sweep_dir={runs}")  # a bare path, not a list
+    assert report.returncode == 0, report.stderr
+    assert (runs / "report" / "summary.csv").is_file()
+    assert f"report: {runs / 'report'}" in report.stdout
+    assert sorted(pd.read_csv(runs / "report" / "summary.csv")["model"]) == ["a", "b"]

@@ -148,7 +148,7 @@ def test_checkpoint_round_trip_keeps_weights_preprocessing_and_classes(tmp_path)
     loaded = create_model(ModelSpec(source="checkpoint", name="checkpoint", weights_file=str(path)))
     assert _same_weights(entry.module, loaded.module)
     assert loaded.preprocessing == entry.preprocessing and loaded.wnids == imagenet_classes().wnids
-    assert loaded.source == "checkpoint" and loaded.name == "efficientnet_lite0"
+    assert loaded.source == "checkpoint" and loaded.name == "efficientnet_lite0+ckpt"  # never its starting name
     assert read_checkpoint(path)["metrics"] == {"top1_err": 0.5}
 
 
@@ -174,3 +174,8 @@ def test_class_table_must_fit_the_outputs():
         check_class_table([wnids[0]] * 10, 10, "m")
     with pytest.raises(ModelError, match="non-ImageNet wnids"):
         check_class_table(["n00000000", *wnids[1:10]], 10, "m")
+
+
+def test_a_class_count_other_than_the_class_table_is_refused_before_any_work():
+    with pytest.raises(ModelError, match="tiny_cnn has 10 outputs but its class table names 1000"):
+        create_model(ModelSpec(name="tiny_cnn", num_classes=10))

@@ -27,7 +27,8 @@ def zoo_markdown() -> str:
             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, e in zoo_entries().items():
         p = e.preprocessing
-        rows.append(f"| `{name}` | {e.source} | `{e.arch}` | {e.weights or ('random init' if e.random_init else '—')} "
+        weights = e.weights or ("random init" if e.random_init else "—")
+        rows.append(f"| `{name}` | {e.source} | `{e.arch}` | {weights} "
                     f"| {p.input_size or 'source'} | {p.resize_size or 'source'} | {p.interpolation or 'source'} "
                     f"| {_fmt(p.mean) if p.mean else 'source'} | {_fmt(p.std) if p.std else 'source'} "
                     f"| {e.description} |")

@@ -29,8 +29,9 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 — a torn, foreign or malicious file: say so in one line
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelError(f"{path} is not a readable checkpoint ({type(err).__name__}: {first[:160]})") from None
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        reason = next((line for line in lines if "WeightsUnpickler error" in line), lines[0])  # what it held
+        raise ModelError(f"{path} is not a readable checkpoint ({type(err).__name__}: {reason[:200]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         what = (f"a dict with keys {', '.join(sorted(map(str, ckpt))[:5])}" if isinstance(ckpt, dict)
                 else f"a {type(ckpt).__name__}")
@@ -68,9 +69,18 @@ def checkpoint_model(spec: ModelSpec) -> ModelEntry:
     load_into(entry.module, ckpt["state_dict"], str(path))
     entry.preprocessing = Preprocessing(**ckpt["preprocessing"])
     entry.wnids = check_class_table(ckpt.get("wnids") or imagenet_classes().wnids, num_classes, str(path))
-    entry.name = spec.name if spec.name not in ("", "checkpoint") else ckpt.get("name", path.stem)
+    entry.name = spec.name if spec.name not in ("", "checkpoint") else default_name(ckpt, path)
     entry.weights, entry.source = path.name, "checkpoint"
     return entry
+
+
+def default_name(ckpt: dict, path: Path) -> str:
+    """How a checkpoint is reported unless ``model.label`` says otherwise: the model it was trained from plus the
+    recipe (``efficientnet_lite0+robust_finetune``), so it never shares a name with its starting point; a
+    checkpoint other than ``last.pt`` adds its file stem (``...+robust_finetune-best``)."""
+    recipe = ((ckpt.get("train") or {}).get("config") or {}).get("train", {}).get("name")
+    name = f"{ckpt.get('name', 'model')}+{recipe or path.stem}"
+    return name if path.stem in ("last", recipe) or not recipe else f"{name}-{path.stem}"
 
 
 def checkpoint_payload(entry: ModelEntry, **extra) -> dict:

@@ -62,6 +62,7 @@ class ModelEntry:
     source: str
     weights: str
     architecture: tuple[str, str] = ("", "")
+    num_outputs: int = 1000
     wnids: tuple[str, ...] = field(default_factory=lambda: imagenet_classes().wnids)
 
 
@@ -141,6 +142,10 @@ def create_model(spec: ModelSpec) -> ModelEntry:
         raise ModelError(f"unknown model source {spec.source!r}: use one of {', '.join(sorted(MODEL_SOURCES))}"
                          + _close(spec.source, MODEL_SOURCES))
     entry = MODEL_SOURCES[spec.source](spec)
+    if entry.num_outputs != len(entry.wnids):
+        raise ModelError(f"model {entry.name} has {entry.num_outputs} outputs but its class table names "
+                         f"{len(entry.wnids)} ImageNet classes: a model with other outputs is evaluated from a "
+                         "checkpoint that names its classes (model=checkpoint)")
     entry.name = spec.label or entry.name
     entry.preprocessing = entry.preprocessing.override(spec.preprocessing)
     if not entry.preprocessing.complete:

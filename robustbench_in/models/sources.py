@@ -79,7 +79,7 @@ def torchvision_model(spec: ModelSpec) -> ModelEntry:
     t = weights.transforms()
     pre = Preprocessing(input_size=int(t.crop_size[0]), resize_size=int(t.resize_size[0]),
                         interpolation=_interp_name(t.interpolation), mean=tuple(t.mean), std=tuple(t.std))
-    return ModelEntry(spec.name, module, pre, "torchvision", origin, ("torchvision", spec.name))
+    return ModelEntry(spec.name, module, pre, "torchvision", origin, ("torchvision", spec.name), spec.num_classes)
 
 
 def _timm_cached_file(hf_hub_id: str | None) -> Path | None:
@@ -137,7 +137,8 @@ def timm_model(spec: ModelSpec) -> ModelEntry:
     if path is not None:
         load_into(module, load_state_dict_file(path), str(path))
     origin = path.name if path is not None else RANDOM_INIT
-    return ModelEntry(spec.name, module, timm_preprocessing(module), "timm", origin, ("timm", spec.name))
+    return ModelEntry(spec.name, module, timm_preprocessing(module), "timm", origin, ("timm", spec.name),
+                      spec.num_classes)
 
 
 def pip_weights_file(package: str) -> Path:
@@ -172,7 +173,8 @@ def pip_model(spec: ModelSpec) -> ModelEntry:
     if path is not None:
         load_in_order(module, load_state_dict_file(path), str(path))
     origin = path.name if path is not None else RANDOM_INIT
-    return ModelEntry(spec.name, module, timm_preprocessing(module), "pip", origin, ("timm", spec.name))
+    return ModelEntry(spec.name, module, timm_preprocessing(module), "pip", origin, ("timm", spec.name),
+                      spec.num_classes)
 
 
 @register_model_source("local")
@@ -189,4 +191,4 @@ def local_model(spec: ModelSpec) -> ModelEntry:
     else:
         raise ModelError(f"{spec.name} has no pretrained weights: pass model.weights_file=FILE or "
                          "model.random_init=true")
-    return ModelEntry(spec.name, module, STANDARD, "local", origin, ("local", spec.name))
+    return ModelEntry(spec.name, module, STANDARD, "local", origin, ("local", spec.name), spec.num_classes)

@@ -41,6 +41,18 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], origin: str) ->
         raise ModelError(f"weights in {origin} do not fit the architecture: {first}") from None
 
 
+def weights_fingerprint(module: nn.Module) -> str:
+    """A short content hash of a module's weights and buffers: two checkpoints that share a file name (every
+    run writes ``last.pt``) are still two models to the results store."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def load_in_order(module: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
     """Load a state dict whose tensors match the module's one-to-one *in order* but under other names (ports
     of the same network from another code base), checking every shape."""

