@@ -16,6 +16,7 @@ from robustbench_in.data.datasets import DataSpec
 from robustbench_in.evaluate.runtime import Runtime
 from robustbench_in.evaluate.suite import SuiteSpec
 from robustbench_in.models.registry import ModelSpec, zoo_entries
+from robustbench_in.train.spec import TrainSpec
 
 
 @dataclass
@@ -36,7 +37,7 @@ class ReportSpec:
 
 @dataclass
 class Config:
-    task: str = "eval"  # a registered task: eval | gallery | report
+    task: str = "eval"  # a registered task: eval | gallery | report | train
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
     suite: SuiteSpec = field(default_factory=SuiteSpec)
@@ -45,6 +46,7 @@ class Config:
     sweep_dir: Any = None  # task=report: a folder, or a list of folders, holding results.csv files
     gallery: GallerySpec = field(default_factory=GallerySpec)
     report: ReportSpec = field(default_factory=ReportSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
 
 
 def register_configs() -> None:

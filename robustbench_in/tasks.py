@@ -1,4 +1,5 @@
-"""The tasks behind ``task=...``: each turns the groups it needs into objects, checks them, then works.
+"""The tasks behind ``task=...`` (eval, gallery, report, train): each turns the groups it needs into objects,
+checks them, then works.
 
 Tasks register by name (:func:`register_task`); the CLI dispatches on ``cfg.task`` through the registry.
 """
@@ -17,6 +18,7 @@ from robustbench_in.evaluate.engine import EvalContext, evaluate
 from robustbench_in.evaluate.results import ResultStore
 from robustbench_in.evaluate.suite import build_cells, suite_corruptions
 from robustbench_in.models.registry import create_model
+from robustbench_in.models.weights import weights_fingerprint
 from robustbench_in.provenance import git_commit, software_versions
 
 TaskFn = Callable[[DictConfig], object]
@@ -78,7 +80,8 @@ def task_eval(cfg: DictConfig) -> Path:
     images = build_dataset(data_spec)
     entry = create_model(model_spec)
     identity = {"source": model_spec.source, "name": entry.name, "weights": entry.weights,
-                "architecture": list(entry.architecture), "num_classes": model_spec.num_classes}
+                "weights_sha256": weights_fingerprint(entry.module), "architecture": list(entry.architecture),
+                "num_classes": len(entry.wnids)}
     ctx = EvalContext(dataset_name=images.name, backend=f"robustbench_in.corruptions-{corruptions.__version__}",
                       versions=software_versions(), git_commit=git_commit(), model_identity=identity)
     print(f"model {entry.name} ({entry.source}, weights {entry.weights}); {entry.preprocessing.describe()}")
@@ -133,3 +136,25 @@ def task_report(cfg: DictConfig) -> Path:
         print(f"{kind}: {path}")
     print(f"report: {out}")
     return out
+
+
+@register_task("train")
+def task_train(cfg: DictConfig) -> Path:
+    """Train or fine-tune ``model`` on ``data`` with the ``train`` recipe; checkpoints go to <run dir>/checkpoints/."""
+    from robustbench_in.train import checkpoints
+    from robustbench_in.train.trainer import Trainer
+
+    spec, runtime = OmegaConf.to_object(cfg.train), OmegaConf.to_object(cfg.runtime)
+    model_spec, data_spec = OmegaConf.to_object(cfg.model), OmegaConf.to_object(cfg.data)
+    run_dir = results_dir(cfg)
+    config = {k: OmegaConf.to_container(cfg[k], resolve=True, enum_to_str=True)
+              for k in ("model", "data", "train", "runtime")}
+    trainer = Trainer(model_spec, data_spec, spec, runtime, run_dir, config)
+    if spec.resume:
+        checkpoints.resume(trainer)
+    last = trainer.fit()
+    if trainer.world.is_main:
+        print(f"curve: {run_dir / 'curve.csv'} and {run_dir / 'curve.png'}")
+        print(f"checkpoint: {last}")
+        print(f"evaluate it: python main.py model=checkpoint model.weights_file={last} data.root=... suite=...")
+    return last

@@ -14,6 +14,8 @@ from robustbench_in.data import DataSpec
 from robustbench_in.evaluate import Runtime, SuiteSpec, build_cells
 from robustbench_in.models import ModelSpec, get_zoo_entry, zoo_entries
 from robustbench_in.report.alexnet import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS
+from robustbench_in.train import TrainSpec
+from robustbench_in.train.augment import CorruptionAugmenter
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 YAML_OPTIONS = sorted((p.parent.name, p.stem) for p in CONF.glob("*/*.yaml"))
@@ -21,11 +23,12 @@ YAML_OPTIONS = sorted((p.parent.name, p.stem) for p in CONF.glob("*/*.yaml"))
 REQUIRED = {("model", "torchvision"): ["model.name=resnet18"], ("model", "timm"): ["model.name=resnet10t"],
             ("model", "checkpoint"): ["model.weights_file=/x.pt"],
             ("data", "imagenet_folder"): ["data.root=/data/val"],
-            ("data", "imagenet_flat"): ["data.root=/data/val", "data.labels_file=/data/labels.txt"]}
+            ("data", "imagenet_flat"): ["data.root=/data/val", "data.labels_file=/data/labels.txt"],
+            ("data", "unlabelled"): ["data.root=/data/photos"]}
 
 
 def test_every_group_of_the_schema_has_options():
-    assert {g for g, _ in YAML_OPTIONS} == {"data", "model", "runtime", "suite"}
+    assert {g for g, _ in YAML_OPTIONS} == {"data", "model", "runtime", "suite", "train"}
 
 
 @pytest.mark.parametrize("group, option", YAML_OPTIONS + [("model", name) for name in sorted(zoo_entries())])
@@ -35,6 +38,8 @@ def test_every_option_composes_into_objects(group, option):
     assert isinstance(obj, Config)
     assert isinstance(obj.model, ModelSpec) and isinstance(obj.data, DataSpec)
     assert isinstance(obj.suite, SuiteSpec) and isinstance(obj.runtime, Runtime)
+    assert isinstance(obj.train, TrainSpec) and obj.train.name == (option if group == "train" else "standard")
+    CorruptionAugmenter(obj.train.augment)  # the training corruptions resolve too
     cells = build_cells(obj.suite)  # every corruption of the suite resolves (plug-ins included)
     assert cells and {c.severity for c in cells} <= {0, 1, 2, 3, 4, 5}
     if obj.model.source == "zoo":

@@ -185,3 +185,14 @@ def imagenet_flat(root, labels_file=None, **_) -> ImageList:
         raise DatasetError(f"data.root={root}: no image matches an entry of {labels_path}")
     notes = [f"{unlabeled} images without a label in {labels_path.name} were left out"] if unlabeled else []
     return ImageList(name="imagenet_flat", items=items, root=str(root), notes=notes)
+
+
+@register_dataset("unlabelled")
+def unlabelled(root, **_) -> ImageList:
+    """Every image under ``root`` (any layout), without labels (label -1): for self-distillation
+    (``task=train train.label_weight=0 train.distill.weight=1``), never for scoring."""
+    root = _existing_dir(root)
+    items = [ImageItem(path=f, label=-1, key=str(f.relative_to(root))) for f in sorted(root.rglob("*")) if _is_image(f)]
+    if not items:
+        raise DatasetError(f"data.root={root} holds no images")
+    return ImageList(name="unlabelled", items=items, root=str(root))

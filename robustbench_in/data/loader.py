@@ -11,10 +11,28 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from robustbench_in.data.datasets import ImageList
+from robustbench_in.data.datasets import ImageItem, ImageList
 from robustbench_in.data.preprocessing import Preprocessing
 
 MAX_ALT_LABELS = 4
+
+
+#: What PIL raises for a file that is not a readable image (truncated, empty, foreign, decompression bomb).
+UNREADABLE = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
+#: sample key -> batch key of the integer fields that :func:`collate` stacks
+BATCH_KEYS = {"label": "labels", "alt_labels": "alt_labels", "image_id": "image_ids", "index": "index"}
+
+
+def open_rgb(path) -> Image.Image:
+    """The whole image decoded now (so a truncated file fails here) and converted to RGB (grayscale, CMYK,
+    palette)."""
+    with Image.open(path) as img:
+        img.load()
+        return img.convert("RGB")
+
+
+def skip_record(item: ImageItem, err: BaseException) -> dict:
+    return {"skipped": (str(item.path), str(err).split("\n")[0] or type(err).__name__)}
 
 
 class ImageDataset(Dataset):
@@ -30,13 +48,9 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int):
         item = self.images.items[index]
         try:
-            with Image.open(item.path) as img:
-                img.load()
-                rgb = img.convert("RGB")
-            crop = self.preprocessing.geometry(rgb)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-            reason = str(err).split("\n")[0] or type(err).__name__
-            return {"skipped": (str(item.path), reason)}
+            crop = self.preprocessing.geometry(open_rgb(item.path))
+        except UNREADABLE as err:
+            return skip_record(item, err)
         alt = list(item.alt_labels[:MAX_ALT_LABELS]) + [-1] * (MAX_ALT_LABELS - len(item.alt_labels[:MAX_ALT_LABELS]))
         return {
             "image": torch.from_numpy(np.array(crop, dtype=np.uint8, copy=True)).permute(2, 0, 1),
@@ -53,10 +67,9 @@ def collate(samples: list[dict]) -> dict:
     batch = {"skipped": [s["skipped"] for s in samples if "skipped" in s]}
     if good:
         batch["images"] = torch.stack([s["image"] for s in good])
-        batch["labels"] = torch.tensor([s["label"] for s in good], dtype=torch.int64)
-        batch["alt_labels"] = torch.tensor([s["alt_labels"] for s in good], dtype=torch.int64)
-        batch["image_ids"] = torch.tensor([s["image_id"] for s in good], dtype=torch.int64)
-        batch["index"] = torch.tensor([s["index"] for s in good], dtype=torch.int64)
+        for key, name in BATCH_KEYS.items():
+            if key in good[0]:
+                batch[name] = torch.tensor([s[key] for s in good], dtype=torch.int64)
     return batch
 
 
