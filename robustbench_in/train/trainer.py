@@ -175,6 +175,8 @@ class Trainer:
         bar = self._progress(self.steps - st.step_in_epoch)
         for batch in loader:
             self.skipped.update(batch["skipped"])
+            # A batch with no readable image is skipped; under DDP that rank would then miss a gradient
+            # all-reduce (not handled: it needs every image of a batch to be unreadable).
             if "images" in batch:
                 loss = self.train_step(batch)
                 n = len(batch["labels"])
