@@ -16,7 +16,7 @@ from robustbench_in.data.classes import imagenet_classes
 from robustbench_in.data.preprocessing import Preprocessing
 from robustbench_in.files import atomic_write
 from robustbench_in.models.registry import MODEL_SOURCES, ModelEntry, ModelError, ModelSpec, register_model_source
-from robustbench_in.models.weights import load_into
+from robustbench_in.models.weights import load_into, torch_load
 
 CHECKPOINT_FORMAT = "robustbench_in.checkpoint/1"
 
@@ -26,12 +26,7 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path).expanduser()
     if not path.is_file():
         raise ModelError(f"model.weights_file={path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 — a torn, foreign or malicious file: say so in one line
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
-        reason = next((line for line in lines if "WeightsUnpickler error" in line), lines[0])  # what it held
-        raise ModelError(f"{path} is not a readable checkpoint ({type(err).__name__}: {reason[:200]})") from None
+    ckpt = torch_load(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         what = (f"a dict with keys {', '.join(sorted(map(str, ckpt))[:5])}" if isinstance(ckpt, dict)
                 else f"a {type(ckpt).__name__}")

@@ -10,6 +10,17 @@ from torch import nn
 from robustbench_in.models.registry import ModelError
 
 
+def torch_load(path: Path, what: str):
+    """``torch.load(weights_only=True)`` on the CPU; a torn, foreign or malicious file is a one-line ModelError
+    that says what it held (the unpickler's own line, when it names a forbidden global)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 — pickle, zip and unpickler errors all mean "not readable"
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        reason = next((line for line in lines if "WeightsUnpickler error" in line), lines[0])
+        raise ModelError(f"{path} is not a readable {what} ({type(err).__name__}: {reason[:200]})") from None
+
+
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Weights from .safetensors or a torch file (``weights_only=True``; unwraps {'state_dict': ...})."""
     path = Path(path).expanduser()
@@ -19,11 +30,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 — pickle, zip and unpickler errors all mean "not a weights file"
-        raise ModelError(f"{path} is not a readable weights file ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    obj = torch_load(path, "weights file")
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

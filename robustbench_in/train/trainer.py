@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,8 +24,11 @@ from torch import nn
 from robustbench_in.data.classes import imagenet_classes
 from robustbench_in.data.datasets import DataSpec, build_dataset
 from robustbench_in.data.loader import make_loader
+from robustbench_in.evaluate.engine import Scorer, score_batch
 from robustbench_in.evaluate.runtime import Runtime
+from robustbench_in.evaluate.suite import CLEAN_CELL
 from robustbench_in.models.registry import ModelEntry, ModelSpec, create_model
+from robustbench_in.report.metrics import nll
 from robustbench_in.train import checkpoints
 from robustbench_in.train.augment import AugMix, CorruptionAugmenter, distillation, jensen_shannon, step_seed
 from robustbench_in.train.curve import write_curve
@@ -117,6 +121,7 @@ class Trainer:
         to_model = torch.full((len(imagenet_classes()),), -1, dtype=torch.int64)
         to_model[torch.tensor([index[w] for w in entry.wnids])] = torch.arange(len(entry.wnids))
         self.to_model = to_model.to(self.device)  # global label -> model output (-1: not a class of the model)
+        self.model_classes = {index[w] for w in entry.wnids}
 
     # ----------------------------------------------------------------------------------------------- steps
 
@@ -214,30 +219,27 @@ class Trainer:
 
         return tqdm(total=total, unit="step", desc=f"epoch {self.state.epoch + 1}/{self.spec.epochs}", leave=False)
 
-    @torch.inference_mode()
     def validate(self) -> dict:
-        """Clean loss and top-1/top-5 error on the held-out images (each rank takes every world-th image)."""
+        """Clean loss (NLL of the true class) and top-1/top-5 error on the held-out images, scored by the engine's
+        own clean cell, so they mean what a sweep's clean row means (each rank takes every world-th image)."""
         val = self.split.val
         if not val.items:
             return {"val_loss": math.nan, "val_top1_err": math.nan, "val_top5_err": math.nan, "n_val": 0}
-        module = self.entry.module  # not the DDP wrapper: ranks take different numbers of batches here
-        module.eval()
+        scorer = Scorer(self.entry, self.runtime)  # the bare module, not the DDP wrapper: ranks differ in batches
         shard = list(range(self.world.rank, len(val.items), self.world.size))
-        sums = [0.0, 0.0, 0.0, 0.0]  # loss, wrong@1, wrong@5, n
+        sums = [0.0, 0.0, 0.0, 0.0]  # -log p(true), wrong@1, wrong@5, n
         for batch in make_loader(val, self.entry.preprocessing, self.spec.batch_size, self.runtime.workers, shard):
             if "images" not in batch:
                 continue
-            with self.runtime.autocast():
-                logits = module(self._inputs(batch["images"].to(self.device).float().div_(255.0))).float()
-            target = self.to_model[batch["labels"].to(self.device)]
-            known = target >= 0
-            top5 = logits.topk(min(5, logits.shape[1]), 1).indices
-            hit = top5 == target[:, None]
-            sums[0] += float(F.cross_entropy(logits[known], target[known], reduction="sum")) if known.any() else 0.0
-            sums[1] += float((~hit[:, 0] & known).sum())
-            sums[2] += float((~hit.any(1) & known).sum())
-            sums[3] += float(known.sum())
-        set_train_mode(module, self.spec.freeze_bn)
+            x = batch["images"].to(self.device).float().div_(255.0)
+            accepted = torch.cat([batch["labels"][:, None], batch["alt_labels"]], 1).to(self.device)
+            rec = score_batch(scorer, CLEAN_CELL, x, batch, accepted)
+            rec = rec[rec["label"].isin(self.model_classes)]  # labelled images of the model's classes
+            sums[0] += nll(rec["p_true"].to_numpy(np.float64)) * len(rec) if len(rec) else 0.0
+            sums[1] += float((~rec["correct1"]).sum())
+            sums[2] += float((~rec["correct5"]).sum())
+            sums[3] += len(rec)
+        set_train_mode(self.entry.module, self.spec.freeze_bn)
         loss, wrong1, wrong5, n = sum_across(self.world, sums, self.device)
         nan = math.nan
         return {"val_loss": loss / n if n else nan, "val_top1_err": wrong1 / n if n else nan,
