@@ -14,9 +14,11 @@ from corruptions.registry import (
     ENTRY_POINT_GROUP,
     SEVERITIES,
     Corruption,
+    CorruptionInputError,
     UnknownCorruptionError,
     add_corruption,
     apply_corruption,
+    check_images,
     check_severity,
     get_corruption,
     list_corruptions,
@@ -39,7 +41,8 @@ IMAGENET_C_EXTRA = tuple(registry.registered_names(benchmark="imagenet_c_extra")
 SENSOR = tuple(registry.registered_names(benchmark="sensor"))  # the camera/sensor-style shifts (corruptions.sensor)
 
 __all__ = [
-    "BENCHMARKS", "CATEGORIES", "ENTRY_POINT_GROUP", "SEVERITIES", "Corruption", "UnknownCorruptionError",
-    "add_corruption", "apply_corruption", "check_severity", "derive_seeds", "get_corruption", "list_corruptions",
-    "load_entry_points", "register_corruption", "unregister_corruption", "IMAGENET_C", "IMAGENET_C_EXTRA", "SENSOR",
+    "BENCHMARKS", "CATEGORIES", "ENTRY_POINT_GROUP", "SEVERITIES", "Corruption", "CorruptionInputError",
+    "UnknownCorruptionError", "add_corruption", "apply_corruption", "check_images", "check_severity", "derive_seeds",
+    "get_corruption", "list_corruptions", "load_entry_points", "register_corruption", "unregister_corruption",
+    "IMAGENET_C", "IMAGENET_C_EXTRA", "SENSOR",
 ]

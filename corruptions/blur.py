@@ -155,14 +155,26 @@ def glass_blur(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torc
     (:func:`glass_shuffle`); only the random offsets come from ``corruptions.rng`` (see :func:`glass_offsets`)
     instead of numpy's global MT19937, so outputs agree in distribution, not pixel-for-pixel.
     Size scaling: sigma·s and δ = max(1, round(δ·s)), s = min(H, W) / 224; iterations unchanged. Runs in ~2 MiB
-    blocks of images on CPU.
+    blocks of images on CPU. A side of at most 2δ + 1 px (the scan would visit nothing) is edge-replicated to
+    2δ + 2 px, evenly on both ends, and cropped back afterwards (the first blur's border is edge replication too).
     """
     sigma, delta, iterations = GLASS[severity]
     scale = size_scale(images)
     sigma, delta = sigma * scale, max(1, round(delta * scale))
+    height, width = images.shape[-2:]
+    grow_h, grow_w = (max(0, 2 * delta + 2 - side) for side in (height, width))
+    if not (grow_h or grow_w):
+        return glass_scramble(images, seeds, sigma, delta, iterations)
+    top, left = grow_h // 2, grow_w // 2
+    padded = F.pad(images, (left, grow_w - left, top, grow_h - top), mode="replicate")
+    out = glass_scramble(padded, seeds, sigma, delta, iterations)
+    return out[..., top:top + height, left:left + width].contiguous()
+
+
+def glass_scramble(images: torch.Tensor, seeds: torch.Tensor, sigma: float, delta: int, iterations: int
+                   ) -> torch.Tensor:
+    """:func:`glass_blur` on images larger than 2δ + 1 px, with its size-scaled parameters."""
     h, w = images.shape[-2:]
-    if min(h, w) <= 2 * delta + 1:
-        raise ValueError(f"glass_blur needs images larger than {2 * delta + 1} px, got {h}x{w}")
 
     def scramble(block: torch.Tensor, block_seeds: torch.Tensor, out: torch.Tensor) -> None:
         first = gaussian_filter(block.to(work_dtype(images)), sigma)

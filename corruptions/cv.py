@@ -29,7 +29,9 @@ def _shifted(padded: torch.Tensor, dy: int, dx: int, pad: int, h: int, w: int) -
 
 
 def _reflect101(images: torch.Tensor, pad: int) -> torch.Tensor:
-    return F.pad(images, (pad, pad, pad, pad), mode="reflect")  # torch's reflect = OpenCV BORDER_REFLECT_101
+    """OpenCV's BORDER_REFLECT_101 (torch's "reflect" where it can), also on sides of 1 px, which OpenCV replicates
+    and torch's "reflect" rejects."""
+    return pad_images(images, pad, pad, pad, pad, "reflect101")
 
 
 # ------------------------------------------------------------------------------------------------ colour and kernels

@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
 from corruptions import rng
 from corruptions.common import REFERENCE_SIZE, size_scale, work_dtype
@@ -416,6 +415,7 @@ def _jpeg_codec(images: torch.Tensor, quality: int, to_levels) -> torch.Tensor:
         block = to_levels(images[start:start + chunk]).to(torch.uint8)
         levels[start:start + chunk] = block.permute(0, 2, 3, 1)
     levels = levels.cpu()
+    from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg  # here: torchvision costs 2 s to import
 
     def code(i: int) -> torch.Tensor:
         return decode_jpeg(encode_jpeg(levels[i].permute(2, 0, 1), quality=int(quality)), mode=ImageReadMode.RGB)

@@ -26,6 +26,11 @@ BENCHMARKS = ("imagenet_c", "imagenet_c_extra", "sensor")
 CorruptionFn = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]
 
 
+class CorruptionInputError(ValueError):
+    """Raised for images a corruption cannot take (wrong shape or dtype, values outside [0, 1], NaN/inf): a
+    corruption would otherwise clip or zero them silently and score garbage."""
+
+
 class UnknownCorruptionError(KeyError):
     """Raised for a corruption name that is not registered; the message lists the closest names."""
 
@@ -53,8 +58,9 @@ class Corruption:
     runs_on: str = "any"
     benchmark: str = ""
 
-    def __call__(self, images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
-        return apply_corruption(self, images, severity, seeds)
+    def __call__(self, images: torch.Tensor, severity: int, seeds: torch.Tensor, *,
+                 check_input: bool = True) -> torch.Tensor:
+        return apply_corruption(self, images, severity, seeds, check_input=check_input)
 
 
 _REGISTRY: dict[str, Corruption] = {}
@@ -180,15 +186,54 @@ def check_severity(severity: int) -> int:
     return int(severity)
 
 
+#: How far outside [0, 1] a float pixel may lie and still pass :func:`check_images` (float arithmetic such as
+#: ``x / 255 * 255 / 255`` lands a few ulps off); corruption outputs are clipped to [0, 1] anyway.
+INPUT_TOLERANCE = 1e-5
+
+
+def check_layout(name: str, images: torch.Tensor) -> None:
+    """Reject anything but a float (N, 3, H, W) batch: free (no pass over the data), so always done."""
+    if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
+        hint = "" if images.is_floating_point() else " (8-bit images: x.float() / 255)"
+        raise CorruptionInputError(f"{name}: images must be a float tensor (N, 3, H, W) in [0, 1], got "
+                                   f"{tuple(images.shape)} {images.dtype}{hint}")
+
+
+def check_images(name: str, images: torch.Tensor) -> None:
+    """Reject images a corruption would silently mangle: not float (N, 3, H, W), values outside [0, 1], NaN/inf.
+
+    One ``aminmax`` over the batch in the common case (NaN fails both comparisons); the details (finite range, how
+    many non-finite values) are only computed for the error message.
+    """
+    check_layout(name, images)
+    if images.numel() == 0:
+        return
+    lo, hi = torch.aminmax(images.detach())
+    if bool((lo >= -INPUT_TOLERANCE) & (hi <= 1.0 + INPUT_TOLERANCE)):  # one device sync
+        return
+    finite = torch.isfinite(images.detach())
+    bad = int(images.numel() - finite.sum())
+    found = f"{bad} non-finite value(s) (NaN/inf)" if bad else ""
+    if bad < images.numel():
+        lo, hi = torch.aminmax(images.detach()[finite])
+        if bool(lo < -INPUT_TOLERANCE) or bool(hi > 1.0 + INPUT_TOLERANCE):
+            found = ", ".join(filter(None, [f"values in [{float(lo):.4g}, {float(hi):.4g}]", found]))
+    raise CorruptionInputError(
+        f"{name}: images must be finite floats in [0, 1], found {found}; scale them to [0, 1] first (e.g. "
+        "x.float() / 255 for 8-bit images, (x + 1) / 2 for [-1, 1]), or pass check_input=False to skip this check")
+
+
 def apply_corruption(corruption: Corruption | str, images: torch.Tensor, severity: int,
-                     seeds: torch.Tensor) -> torch.Tensor:
-    """Run a corruption with the contract enforced: validated inputs, new memory, finite, clipped to [0, 1]."""
+                     seeds: torch.Tensor, *, check_input: bool = True) -> torch.Tensor:
+    """Run a corruption with the contract enforced: validated inputs, new memory, finite, clipped to [0, 1].
+
+    ``check_input=False`` skips the value check of :func:`check_images` (one pass over the batch and a device sync)
+    for callers that already know their images are in [0, 1]; shape, dtype and seeds are checked either way.
+    """
     if isinstance(corruption, str):
         corruption = get_corruption(corruption)
     severity = check_severity(severity)
-    if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
-        raise ValueError(f"{corruption.name}: images must be a float tensor (N, 3, H, W), got "
-                         f"{tuple(images.shape)} {images.dtype}")
+    (check_images if check_input else check_layout)(corruption.name, images)
     seeds = torch.as_tensor(seeds, dtype=torch.int64)
     if seeds.shape != (images.shape[0],):
         raise ValueError(f"{corruption.name}: seeds must have shape ({images.shape[0]},), got {tuple(seeds.shape)}")

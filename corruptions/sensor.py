@@ -308,13 +308,18 @@ def _jpeg(images: torch.Tensor, quality: int) -> torch.Tensor:
 def double_jpeg(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
     """The camera's JPEG, then a re-save at a lower quality after a 4-pixel crop (as a messaging app or editor
     does), so the two 8x8 block grids are misaligned and both sets of artefacts survive. JPEG blocks are 8 pixels
-    at any size, so quality and shift are size-independent. JPEG coding runs on CPU (libjpeg)."""
+    at any size, so quality and shift are size-independent. JPEG coding runs on CPU (libjpeg). A side of at most
+    4 px (nothing would survive the crop) is first extended by 4 edge-replicated pixels before it, which the crop
+    then removes: the image itself is coded twice on misaligned grids, as at larger sizes."""
     q1, q2 = DOUBLE_JPEG[severity]
     d = DOUBLE_JPEG_SHIFT
+    top, left = (d if side <= d else 0 for side in images.shape[-2:])
     x = images.to(work_dtype(images))
+    if top or left:
+        x = F.pad(x, (left, 0, top, 0), mode="replicate")
     first = _jpeg(x, q1)
     h, w = x.shape[-2:]
     cropped = F.pad(first[..., d:, d:], (0, d, 0, d), mode="replicate")
     second = _jpeg(cropped, q2)
     out = F.pad(second[..., : h - d, : w - d], (d, 0, d, 0), mode="replicate")
-    return _out(out, images)
+    return _out(out[..., top:, left:], images)

@@ -257,11 +257,12 @@ def fog(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tenso
     """Fog: add t·plasma fractal to every channel, then rescale by m/(m + t), m the image max (spec §3.10).
 
     The map is M×M with M the next power of two ≥ max(H, W) (256 at 224), normalised over the full map and
-    cropped top-left, as the reference does; at other sizes the fractal therefore keeps its pixel scale.
+    cropped top-left, as the reference does; at other sizes the fractal therefore keeps its pixel scale. At least
+    2×2: a 1×1 map has no range to normalise by (0/0, which came out black).
     """
     p = FOG_PARAMS[severity]
     h, w = images.shape[-2:]
-    size, t = next_power_of_two(max(h, w)), p["strength"]
+    size, t = max(2, next_power_of_two(max(h, w))), p["strength"]
 
     def veil(block: torch.Tensor, block_seeds: torch.Tensor, out: torch.Tensor) -> None:
         plasma = plasma_fractal(block_seeds, size, p["decay"])[:, None, :h, :w]

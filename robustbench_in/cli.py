@@ -15,6 +15,7 @@ import os
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import difflib  # noqa: E402
+import errno  # noqa: E402
 import hashlib  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
@@ -33,6 +34,11 @@ from robustbench_in.tasks import TASKS, UserError  # noqa: E402
 CONFIG_MODULE = "pkg://robustbench_in.conf"
 USER_ERRORS = (UserError, DatasetError, ModelError, UnknownCorruptionError, OmegaConfBaseException, ValueError,
                FileNotFoundError, KeyError, ImportError)
+#: What the machine can refuse mid-run (disk full, quota, read-only, permissions): one line, and the next run of
+#: the same command resumes from the finished cells and shards.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+#: Hydra plugins that come with ``pip install 'robustbench_in[launchers]'``.
+PLUGIN_GROUPS = {"hydra/launcher": "launchers"}
 FAILED_JOBS: list[str] = []
 SHOW_TRACEBACKS = False  # set from HYDRA_FULL_ERROR=1 by cli_main
 
@@ -45,8 +51,8 @@ def run(cfg: DictConfig):
             raise UserError(f"unknown task {cfg.task!r}: use one of {', '.join(TASKS)}"
                             + (f" (did you mean {close[0]}?)" if close else ""))
         return TASKS[cfg.task](cfg)
-    except USER_ERRORS as err:
-        if SHOW_TRACEBACKS:
+    except Exception as err:  # noqa: BLE001 — re-raised unless it is the user's to fix
+        if SHOW_TRACEBACKS or not is_user_error(err):
             raise
         msg = f"error: {one_line_error(err)}"
         print(msg, file=sys.stderr)
@@ -61,6 +67,11 @@ def run(cfg: DictConfig):
 # ------------------------------------------------------------------------------------------- one-line errors
 
 
+def is_user_error(err: BaseException) -> bool:
+    """Bad input or a refusing disk: one line for the user, not a traceback."""
+    return isinstance(err, USER_ERRORS) or (isinstance(err, OSError) and err.errno in STORAGE_ERRNOS)
+
+
 def _unknown_option(err: BaseException) -> str | None:
     """Hydra's MissingConfigException for ``group=option`` -> the group's options and the close matches."""
     from hydra.errors import MissingConfigException
@@ -70,8 +81,10 @@ def _unknown_option(err: BaseException) -> str | None:
     group, _, option = err.missing_cfg_file.rpartition("/")
     options = sorted(err.options)
     close = difflib.get_close_matches(option, options, n=3)
+    extra = (f"; other launchers are Hydra plugins: pip install hydra-{option.split('_')[0]}-launcher "
+             f"(or 'robustbench_in[{PLUGIN_GROUPS[group]}]' for joblib and submitit)" if group in PLUGIN_GROUPS else "")
     return (f"unknown {group or 'config'} '{option}': choose one of {', '.join(options)}"
-            + (f" (did you mean {', '.join(close)}?)" if close else ""))
+            + (f" (did you mean {', '.join(close)}?)" if close else "") + extra)
 
 
 def one_line_error(err: BaseException) -> str:
@@ -79,6 +92,9 @@ def one_line_error(err: BaseException) -> str:
     hydra_option = _unknown_option(err)
     if hydra_option:
         return hydra_option
+    if isinstance(err, OSError) and err.errno in STORAGE_ERRNOS:
+        return (f"{err.filename or 'a file'}: {err.strerror or err}: free space or fix the permissions, then run "
+                "the same command again (finished cells and shards are kept)")
     if err.__cause__ is not None and str(err).startswith(("Could not override", "Error merging override",
                                                           "Error instantiating")):
         err = err.__cause__
@@ -135,12 +151,20 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("rbin_dirname", run_dirname)
 
 
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as ``warning: ...`` on one line (Python's default adds the source line that raised it)."""
+    print(f"warning: {str(message).splitlines()[0] if str(message) else category.__name__}", file=file or sys.stderr)
+
+
 def cli_main() -> int:
     """Run Hydra on ``sys.argv``; composition errors become one line and exit code 2."""
     global SHOW_TRACEBACKS
+    import warnings
+
     import hydra
     from hydra.errors import HydraException
 
+    warnings.showwarning = one_line_warning
     register_resolvers()
     register_configs()
     # Hydra prints composition errors over several lines unless HYDRA_FULL_ERROR is set, in which case it raises

@@ -40,6 +40,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as err:  # disk full, quota, read-only: name the file the user will look for
+        err.filename = str(path)
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

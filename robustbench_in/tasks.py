@@ -66,7 +66,7 @@ def _print_rows(store: ResultStore, model_name: str) -> None:
     with pd.option_context("display.width", 120, "display.max_rows", 200):
         print(show.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     n_skipped = int(rows["n_skipped"].max()) if len(rows) else 0
-    print(f"results: {store.csv}" + (f"; {n_skipped} unreadable images skipped, listed in "
+    print(f"results: {store.csv}" + (f"; {n_skipped} images skipped (unreadable, or of unknown scale), listed in "
                                       f"{store.root / 'skipped.csv'}" if n_skipped else ""))
 
 

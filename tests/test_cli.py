@@ -29,26 +29,7 @@ def test_demo_writes_results_csv(tmp_path):
     assert len(pd.read_csv(tmp_path / "results.csv")) == 1
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["data=imagenet_folder"], "data.root is not set"),
-    (["data=imagenet_folder", "data.root=/does/not/exist"], "data.root=/does/not/exist does not exist"),
-    (["model=resnet5000"], "unknown model 'resnet5000'"),
-    (["model=efficientnet_lite5"], "did you mean efficientnet_lite2"),
-    (["data.max_images=-1"], "data.max_images=-1 is not a count"),
-    (["task=evl"], "unknown task 'evl'"),
-    (["suite.corruptions=[gausian_noise]"], "did you mean gaussian_noise"),
-    (["model=torchvision", "model.name=resnet5000"], "unknown torchvision model 'resnet5000'"),
-    (["runtime.batchsize=3"], "did you mean runtime.batch_size"),
-    (["runtime.precision=bf61"], "runtime.precision: Invalid value 'bf61'"),
-    (["suite.severities=[0]"], "suite.severities: severity must be an integer 1-5"),
-    (["task=report", "sweep_dir=/does/not/exist"], "sweep_dir /does/not/exist does not exist"),
-])
-def test_bad_input_gives_one_line(tmp_path, args, expected):
-    proc = run_main(*args, f"results_dir={tmp_path}")
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2, proc.stderr
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+# Bad input on the command line (typos, bad values, bad files): tests/faults/hostile_cli.py, one place for all.
 
 
 def test_data_root_alone_means_an_imagenet_folder(tmp_path):

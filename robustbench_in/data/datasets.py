@@ -32,11 +32,15 @@ class DataSpec:
     root: Optional[str] = None
     labels_file: Optional[str] = None
     max_images: Optional[int] = None  # the first N images (null = all)
+    max_pixels: int = 64_000_000  # a file declaring more pixels is skipped before decoding (decompression bombs)
 
     def __post_init__(self) -> None:
         if self.max_images is not None and (isinstance(self.max_images, bool) or self.max_images < 1):
             raise DatasetError(f"data.max_images={self.max_images} is not a count: give N >= 1, or null for "
                                "every image")
+        if isinstance(self.max_pixels, bool) or self.max_pixels < 1:
+            raise DatasetError(f"data.max_pixels={self.max_pixels} is not a pixel count: give N >= 1 "
+                               "(default 64000000)")
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class ImageList:
     items: list[ImageItem]
     root: str = ""
     notes: list[str] = field(default_factory=list)
+    max_pixels: Optional[int] = 64_000_000  # decoding limit (``data.max_pixels``), applied by the loader
 
 
 DATASETS: dict[str, Callable[..., ImageList]] = {}
@@ -84,6 +89,7 @@ def build_dataset(spec: DataSpec) -> ImageList:
         raise DatasetError(f"unknown dataset {spec.name!r}; known: {', '.join(sorted(DATASETS))}"
                            + (f" (did you mean {', '.join(close)}?)" if close else ""))
     images = DATASETS[spec.name](root=spec.root, labels_file=spec.labels_file)
+    images.max_pixels = spec.max_pixels
     if spec.max_images is not None:
         images.items = images.items[:spec.max_images]
     return images
@@ -98,8 +104,13 @@ def _existing_dir(root, key: str = "data.root") -> Path:
     return path
 
 
+def _hidden(p: Path) -> bool:
+    """Dot-files and dot-folders (.ipynb_checkpoints/, macOS ._* resource forks, .DS_Store) are not data."""
+    return p.name.startswith(".")
+
+
 def _is_image(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    return not _hidden(p) and p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
 
 
 @register_dataset("auto")
@@ -121,7 +132,7 @@ def imagenet_folder(root, **_) -> ImageList:
     """``root/<wnid>/*.JPEG`` with any subset of the 1000 classes; labels from the wnid, not folder order."""
     root = _existing_dir(root)
     table = imagenet_classes()
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir())
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not _hidden(d))
     unknown = [d.name for d in class_dirs if d.name not in table.index_of]
     if unknown:
         raise DatasetError(f"data.root={root}: folder(s) {', '.join(unknown[:3])} are not ImageNet wnids; "
@@ -135,31 +146,63 @@ def imagenet_folder(root, **_) -> ImageList:
     return ImageList(name="imagenet_folder", items=items, root=str(root))
 
 
-def _read_labels(labels_file: Path) -> dict[str, int]:
-    """File name -> global label from 'name label' lines (label = index or wnid) or LOC_val_solution.csv."""
+LOC_HEADER = ("ImageId", "PredictionString")
+
+
+def _label_lines(labels_file: Path) -> list[tuple[int, str, str]]:
+    """(line number, file name, label text) of every entry: 'name label' lines, or LOC_val_solution.csv."""
+    try:
+        text = labels_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DatasetError(f"{labels_file} is not a text labels file (not UTF-8): expected '<file> <index or "
+                           "wnid>' per line, or LOC_val_solution.csv") from None
+    lines = text.splitlines()
+    if lines and lines[0].startswith("ImageId"):
+        header = next(csv.reader(lines[:1]))
+        if tuple(h.strip() for h in header[:2]) != LOC_HEADER:
+            raise DatasetError(f"{labels_file}:1: header {lines[0]!r}; expected 'ImageId,PredictionString' "
+                               "(LOC_val_solution.csv)")
+        rows = csv.reader(lines[1:])
+        return [(n, row[0].strip(), row[1] if len(row) > 1 else "") for n, row in enumerate(rows, 2)
+                if any(cell.strip() for cell in row)]
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.replace(",", " ").split(maxsplit=1)
+        out.append((n, parts[0], parts[1] if len(parts) > 1 else ""))
+    return out
+
+
+def _parse_label(value: str, where: str) -> int:
+    """A global label from an index (0-999) or a wnid (the first word: LOC's PredictionString adds boxes)."""
+    words = value.split()
+    if not words:
+        raise DatasetError(f"{where}: the label is empty; expected a class index 0-999 or a wnid")
+    word = words[0]
     table = imagenet_classes()
+    if word.isdigit() and int(word) < len(table):
+        return int(word)
+    if word in table.index_of:
+        return table.label(word)
+    raise DatasetError(f"{where}: label {word!r} is neither a class index 0-999 nor an ImageNet wnid")
 
-    def parse(value: str) -> int:
-        value = value.strip().split()[0]
-        if value.isdigit():
-            if not 0 <= int(value) < len(table):
-                raise DatasetError(f"{labels_file}: label {value} is outside 0-999")
-            return int(value)
-        return table.label(value)
 
-    text = labels_file.read_text(encoding="utf-8")
+def _read_labels(labels_file: Path) -> dict[str, int]:
+    """File name (and stem) -> global label. A repeated file with another label, an empty or unknown label, a
+    wrong header or a file without entries is a one-line error naming the file and line."""
     labels: dict[str, int] = {}
-    if text.startswith("ImageId,"):
-        for row in csv.DictReader(text.splitlines()):
-            labels[row["ImageId"]] = parse(row["PredictionString"])
-    else:
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip() or line.startswith("#"):
-                continue
-            parts = line.replace(",", " ").split()
-            if len(parts) < 2:
-                raise DatasetError(f"{labels_file}:{n}: expected 'file label', got {line!r}")
-            labels[Path(parts[0]).stem] = parse(parts[1])
+    first_line: dict[str, int] = {}
+    for n, name, value in _label_lines(labels_file):
+        label = _parse_label(value, f"{labels_file}:{n}")
+        for key in {name, Path(name).stem}:
+            if labels.get(key, label) != label:
+                raise DatasetError(f"{labels_file}:{n}: {name} is labelled {label} here but {labels[key]} on "
+                                   f"line {first_line[key]}: each file needs one label")
+            labels[key], first_line[key] = label, first_line.get(key, n)
+    if not labels:
+        raise DatasetError(f"{labels_file} holds no labels: expected '<file> <index or wnid>' per line, or "
+                           "LOC_val_solution.csv")
     return labels
 
 
@@ -176,7 +219,7 @@ def imagenet_flat(root, labels_file=None, **_) -> ImageList:
     labels = _read_labels(labels_path)
     items, unlabeled = [], 0
     for f in sorted(p for p in root.iterdir() if _is_image(p)):
-        label = labels.get(f.stem, labels.get(f.name))
+        label = labels.get(f.name, labels.get(f.stem))
         if label is None:
             unlabeled += 1
             continue
@@ -192,7 +235,8 @@ def unlabelled(root, **_) -> ImageList:
     """Every image under ``root`` (any layout), without labels (label -1): for self-distillation
     (``task=train train.label_weight=0 train.distill.weight=1``), never for scoring."""
     root = _existing_dir(root)
-    items = [ImageItem(path=f, label=-1, key=str(f.relative_to(root))) for f in sorted(root.rglob("*")) if _is_image(f)]
+    files = (f for f in sorted(root.rglob("*")) if not any(map(_hidden, f.relative_to(root).parents[:-1])))
+    items = [ImageItem(path=f, label=-1, key=str(f.relative_to(root))) for f in files if _is_image(f)]
     if not items:
         raise DatasetError(f"data.root={root} holds no images")
     return ImageList(name="unlabelled", items=items, root=str(root))

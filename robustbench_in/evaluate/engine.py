@@ -49,10 +49,11 @@ def corrupt_batch(cell: Cell, images: torch.Tensor, image_ids: torch.Tensor, see
     if cell.corruption is None:
         return images
     seeds = derive_seeds(seed, image_ids, cell.name, cell.severity)
+    # The engine's images are uint8 / 255, always in range: no input check (it would sync the device per cell).
     if cell.corruption.runs_on == "cpu" and images.device.type != "cpu":
-        out = apply_corruption(cell.corruption, images.cpu(), cell.severity, seeds).to(images.device)
+        out = apply_corruption(cell.corruption, images.cpu(), cell.severity, seeds, check_input=False).to(images.device)
     else:
-        out = apply_corruption(cell.corruption, images, cell.severity, seeds)
+        out = apply_corruption(cell.corruption, images, cell.severity, seeds, check_input=False)
     if cell.faithful_jpeg:
         from corruptions.digital import jpeg_round_trip
 
@@ -77,6 +78,8 @@ class Scorer:
 
     entry: ModelEntry
     runtime: Runtime
+    log: Callable[[str], None] = print
+    max_batch: int | None = None  # set when the device ran out of memory at a larger batch
 
     def __post_init__(self) -> None:
         device = self.runtime.torch_device
@@ -112,6 +115,28 @@ def score_batch(scorer: Scorer, cell: Cell, x: torch.Tensor, batch: dict, accept
     })
 
 
+def score_in_pieces(scorer: Scorer, cell: Cell, x: torch.Tensor, batch: dict, accepted: torch.Tensor) -> pd.DataFrame:
+    """:func:`score_batch` in pieces of at most ``scorer.max_batch`` images. On CUDA out-of-memory the piece size is
+    halved (down to 1, with one note) and kept for the rest of the run; per-image seeds make the records the same
+    at any piece size."""
+    size = min(len(x), scorer.max_batch or len(x))
+    while True:
+        try:
+            return pd.concat([
+                score_batch(scorer, cell, x[s:s + size], {k: batch[k][s:s + size] for k in ("image_ids", "labels")},
+                            accepted[s:s + size])
+                for s in range(0, len(x), size)], ignore_index=True)
+        except torch.cuda.OutOfMemoryError:
+            if size == 1:
+                raise
+            if x.device.type == "cuda":
+                torch.cuda.empty_cache()
+            failed, size = size, (size + 1) // 2
+            scorer.max_batch = size
+            scorer.log(f"note: out of memory at a batch of {failed} images on {x.device}: scoring in batches of "
+                       f"{size} from now on (runtime.batch_size sets the first try)")
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -139,7 +164,7 @@ def run_shard(scorer: Scorer, images: ImageList, shard: list[int], cells: list[C
         decode_share = (time.perf_counter() - t0) / len(cells)
         for cell in cells:
             t1 = time.perf_counter()
-            records[cell].append(score_batch(scorer, cell, x, batch, accepted))
+            records[cell].append(score_in_pieces(scorer, cell, x, batch, accepted))
             _sync(device)
             seconds[cell] += time.perf_counter() - t1 + decode_share
             on_batch(len(batch["image_ids"]))
@@ -188,7 +213,7 @@ def evaluate(entry: ModelEntry, images: ImageList, cells: list[Cell], runtime: R
         log(f"resume: {len(cells) - len(pending)} of {len(cells)} cells already in {store.csv}")
     if not pending:
         return [], []
-    scorer = Scorer(entry, runtime)
+    scorer = Scorer(entry, runtime, log=log)
     n_items = len(images.items)
     shards = [list(range(s, min(s + runtime.shard_size, n_items))) for s in range(0, n_items, runtime.shard_size)]
     skipped: list[tuple[str, str]] = []
@@ -202,7 +227,9 @@ def evaluate(entry: ModelEntry, images: ImageList, cells: list[Cell], runtime: R
                 bar.set_postfix_str(f"{rate / bar.per_cell:.0f} images/s per cell")
 
     for k, shard in enumerate(shards):
-        todo = [c for c in pending if not store.shard_done(ids[c], k)]
+        if k:  # another process sharing the folder may have finished some cells meanwhile
+            finished = store.finished_cells()
+        todo = [c for c in pending if ids[c] not in finished and not store.shard_done(ids[c], k)]
         if not todo:
             on_batch(len(shard) * len(pending))
             continue
@@ -218,8 +245,8 @@ def evaluate(entry: ModelEntry, images: ImageList, cells: list[Cell], runtime: R
     rows = []
     n_skipped = store.count_skipped({str(i.path) for i in images.items})
     for cell in pending:
-        recs = store.load_shards(ids[cell], len(shards))
-        row = make_row(cell, ids[cell], recs, entry, runtime, ctx, n_skipped)
-        store.finish_cell(row, recs)
-        rows.append(row)
+        row = store.finish_cell(ids[cell], len(shards),
+                                lambda recs, cell=cell: make_row(cell, ids[cell], recs, entry, runtime, ctx, n_skipped))
+        if row is not None:
+            rows.append(row)
     return rows, skipped

@@ -8,10 +8,12 @@ Layout of a results dir::
     partial/<cell_id>/<k>.parquet  records of finished shards of unfinished cells (removed when done)
     skipped.csv                 images that could not be read, with the reason
 
-Every file is written to a temporary name and renamed into place; results.csv is rewritten under an
-exclusive file lock, so a SIGKILL loses at most the shard in flight and two processes writing into one
-folder never corrupt it. A cell id hashes everything that determines the cell's numbers, so re-running
-the same command finds its finished cells and shards and skips them.
+Every file is written to a temporary name and renamed into place, so a SIGKILL loses at most the shard in flight.
+Several processes may share one folder: finishing a cell (reading its shards, writing its records and row,
+removing its shards) happens under an exclusive file lock, after checking that no other process finished it
+first, so nobody deletes shards that someone else is about to read and every cell is written once. A cell id
+hashes everything that determines the cell's numbers, so re-running the same command finds its finished cells
+and shards and skips them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import contextlib
 import fcntl
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -44,14 +46,26 @@ class ResultStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.csv = self.root / "results.csv"
+        self._lock_depth = 0
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        with open(self.root / ".lock", "a") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        """The folder's exclusive lock across processes; re-entrant within this store (flock on a second open
+        file of the same process would wait for itself)."""
+        if self._lock_depth:
+            self._lock_depth += 1
             try:
                 yield
             finally:
+                self._lock_depth -= 1
+            return
+        with open(self.root / ".lock", "a") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            self._lock_depth = 1
+            try:
+                yield
+            finally:
+                self._lock_depth = 0
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def rows(self) -> pd.DataFrame:
@@ -78,12 +92,21 @@ class ResultStore:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RECORD_COLUMNS)
 
     # --- finished cells
-    def finish_cell(self, row: dict, records: pd.DataFrame) -> None:
-        """Write the cell's records, then its row; drop its partial shards."""
-        rel = f"records/{row['cell_id']}.parquet"
-        atomic_write(self.root / rel, lambda tmp: records.to_parquet(tmp, index=False))
-        self.append_rows([{**row, "records": rel}])
-        shutil.rmtree(self.root / "partial" / str(row["cell_id"]), ignore_errors=True)
+    def finish_cell(self, cell_id: str, n_shards: int, make_row: Callable[[pd.DataFrame], dict]) -> dict | None:
+        """Under the lock: unless another process finished the cell first, read its shards, write its records
+        and then its row (``make_row(records)``); drop its partial shards either way. Returns the row written,
+        or None when the cell was already finished."""
+        with self.lock():
+            if cell_id not in self.finished_cells():
+                records = self.load_shards(cell_id, n_shards)
+                row = make_row(records)
+                rel = f"records/{cell_id}.parquet"
+                atomic_write(self.root / rel, lambda tmp: records.to_parquet(tmp, index=False))
+                self.append_rows([{**row, "records": rel}])
+            else:
+                row = None
+            shutil.rmtree(self.root / "partial" / cell_id, ignore_errors=True)
+        return row
 
     def append_rows(self, rows: list[dict]) -> None:
         with self.lock():

@@ -9,11 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from robustbench_in.files import atomic_write
 from robustbench_in.report import plots
-from robustbench_in.report.load import RecordReader, load_results
+from robustbench_in.report.load import RecordReader, Skipped, read_results
 from robustbench_in.report.summary import corruption_table, paired_tests, resolve_reference, summarize
-from robustbench_in.report.tables import to_latex, to_markdown
+from robustbench_in.report.tables import markdown_table, to_latex, to_markdown
+
+SKIPPED_FILE = "skipped_results.csv"
 
 
 def run_report(sweep_dirs: Sequence[Path | str], out_dir: Path | str, baseline: str | None = None,
@@ -22,10 +26,11 @@ def run_report(sweep_dirs: Sequence[Path | str], out_dir: Path | str, baseline: 
 
     Returns {name: path} of everything written: cells.csv / cells.parquet (tidy, one row per cell, with the
     McNemar p-value vs the reference model), summary.csv, corruption_errors.csv, paired_tests.csv,
-    summary.tex, summary.md and the figures (PNG + PDF) under plots/.
+    summary.tex, summary.md and the figures (PNG + PDF) under plots/. Results files, rows or records that could
+    not be used are warned about, left out, and listed in skipped_results.csv and summary.md.
     """
     out_dir = Path(out_dir)
-    df = load_results([Path(p) for p in sweep_dirs])
+    df, skipped = read_results([Path(p) for p in sweep_dirs])
     reference = resolve_reference(df, baseline)
     reader = RecordReader()
     summary = summarize(df, baseline=baseline, n_boot=n_boot, seed=seed, reader=reader)
@@ -45,8 +50,32 @@ def run_report(sweep_dirs: Sequence[Path | str], out_dir: Path | str, baseline: 
         out_dir / "corruption_errors.csv", lambda p: per_corruption.to_csv(p, index=False))
     written["paired_tests_csv"] = atomic_write(out_dir / "paired_tests.csv",
                                                 lambda p: paired.to_csv(p, index=False))
-    tex, md = to_latex(summary), to_markdown(summary, per_corruption)
+    skipped += reader.skipped
+    tex, md = to_latex(summary), to_markdown(summary, per_corruption) + _skipped_markdown(skipped)
     written["summary_tex"] = atomic_write(out_dir / "summary.tex", lambda p: p.write_text(tex, encoding="utf-8"))
     written["summary_md"] = atomic_write(out_dir / "summary.md", lambda p: p.write_text(md, encoding="utf-8"))
     written.update(plots.make_all(df, summary, out_dir / "plots"))
+    written.update(_write_skipped(out_dir / SKIPPED_FILE, skipped))
     return written
+
+
+def _skipped_frame(skipped: list[Skipped]) -> pd.DataFrame:
+    return pd.DataFrame({"file": [str(s.file) for s in skipped],
+                         "line": pd.array([s.line for s in skipped], dtype="Int64"),
+                         "reason": [s.reason for s in skipped]})
+
+
+def _skipped_markdown(skipped: list[Skipped]) -> str:
+    """A section naming what the report leaves out, so its numbers are never read as covering everything."""
+    if not skipped:
+        return ""
+    rows = [[s.file, "" if s.line is None else s.line, s.reason] for s in skipped]
+    return "\n".join(["", "## Skipped results", "", markdown_table(["File", "Line", "Reason"], rows, "lrl")])
+
+
+def _write_skipped(path: Path, skipped: list[Skipped]) -> dict[str, Path]:
+    """skipped_results.csv when something was left out; a stale one from an earlier report is removed."""
+    if not skipped:
+        path.unlink(missing_ok=True)
+        return {}
+    return {"skipped_results_csv": atomic_write(path, lambda p: _skipped_frame(skipped).to_csv(p, index=False))}

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from robustbench_in.data.datasets import DataSpec, ImageList, build_dataset
-from robustbench_in.data.loader import UNREADABLE, collate, open_rgb, skip_record
+from robustbench_in.data.loader import UNREADABLE, collate, open_rgb, skip_record, worker_context
 from robustbench_in.data.preprocessing import INTERPOLATIONS, Preprocessing
 
 
@@ -78,7 +78,7 @@ class TrainCrops(Dataset):
         item = self.images.items[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         try:
-            rgb = open_rgb(item.path)
+            rgb = open_rgb(item.path, self.images.max_pixels)
         except UNREADABLE as err:
             return skip_record(item, err)
         left, top, w, h = random_resized_crop_box(rng, rgb.width, rgb.height, self.scale)
@@ -108,4 +108,5 @@ def steps_per_epoch(n_images: int, batch_size: int, world: int, cap: int | None)
 def train_loader(dataset: TrainCrops, indices: list[int], batch_size: int, workers: int, pin: bool) -> DataLoader:
     """Batches of ``indices`` in order (the caller skips what a resumed run has already done)."""
     return DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size, shuffle=False,
-                      num_workers=workers, collate_fn=collate, pin_memory=pin, drop_last=False)
+                      num_workers=workers, collate_fn=collate, pin_memory=pin, drop_last=False,
+                      multiprocessing_context=worker_context() if workers else None)
