@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   -> creates .venv if missing, installs the project, runs `python main.py` on the embedded default
+#   make demo   -> creates .venv if missing, installs the project, runs `python main.py task=demo suite=demo` on the
+#                  embedded photos (corruption table, gallery, report.html)
 #   make test   -> the same install, then the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) main.py
+	$(PY) main.py task=demo suite=demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -32,17 +32,18 @@ __version__ = "0.1.0"
 
 # Importing the category modules registers the built-in corruptions. Keep ImageNet-C's category order: within a
 # benchmark set, registration order is the order list_corruptions() and the tuples below give.
-from corruptions import noise, blur, weather, digital, sensor  # noqa: E402,F401  isort: skip
+from corruptions import noise, blur, weather, digital, sensor, cbar  # noqa: E402,F401  isort: skip
 from corruptions import registry  # noqa: E402  isort: skip
 
 # The benchmark sets, read from the registry (every built-in registers with its ``benchmark``), in published order.
 IMAGENET_C = tuple(registry.registered_names(benchmark="imagenet_c"))  # the 15 benchmark ones; mCE averages these
 IMAGENET_C_EXTRA = tuple(registry.registered_names(benchmark="imagenet_c_extra"))  # the 4 held-out validation ones
 SENSOR = tuple(registry.registered_names(benchmark="sensor"))  # the camera/sensor-style shifts (corruptions.sensor)
+IMAGENET_C_BAR = tuple(registry.registered_names(benchmark="imagenet_c_bar"))  # the 10 ImageNet-C-bar ones
 
 __all__ = [
     "BENCHMARKS", "CATEGORIES", "ENTRY_POINT_GROUP", "SEVERITIES", "Corruption", "CorruptionInputError",
     "UnknownCorruptionError", "add_corruption", "apply_corruption", "check_images", "check_severity", "derive_seeds",
     "get_corruption", "list_corruptions", "load_entry_points", "register_corruption", "unregister_corruption",
-    "IMAGENET_C", "IMAGENET_C_EXTRA", "SENSOR",
+    "IMAGENET_C", "IMAGENET_C_EXTRA", "SENSOR", "IMAGENET_C_BAR",
 ]

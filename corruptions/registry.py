@@ -18,10 +18,11 @@ import torch
 
 ENTRY_POINT_GROUP = "robustbench_in.corruptions"
 SEVERITIES = (1, 2, 3, 4, 5)
-CATEGORIES = ("noise", "blur", "weather", "digital", "sensor", "other")
+CATEGORIES = ("noise", "blur", "weather", "digital", "sensor", "cbar", "other")
 # The benchmark sets the built-ins belong to, in the order :func:`list_corruptions` lists them: the 15 ImageNet-C
-# benchmark corruptions (those mCE averages over), its 4 held-out "extra" ones, then the camera/sensor shifts.
-BENCHMARKS = ("imagenet_c", "imagenet_c_extra", "sensor")
+# benchmark corruptions (those mCE averages over), its 4 held-out "extra" ones, the camera/sensor shifts, then the
+# 10 ImageNet-C-bar ones (Mintun, Kirillov & Xie, NeurIPS 2021).
+BENCHMARKS = ("imagenet_c", "imagenet_c_extra", "sensor", "imagenet_c_bar")
 
 CorruptionFn = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]
 

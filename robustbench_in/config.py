@@ -29,15 +29,31 @@ class GallerySpec:
 
 @dataclass
 class ReportSpec:
-    """``task=report``: the model that normalises "mCE vs baseline", and where to write (default <sweep>/report)."""
+    """``task=report``: the model that normalises "mCE vs baseline", where to write (default <sweep>/report), and
+    the data set whose clean cell is clean ImageNet for effective robustness (auto: imagenet_folder or _flat)."""
 
     baseline: Optional[str] = None
     out_dir: Optional[str] = None
+    reference_dataset: str = "auto"
+
+
+@dataclass
+class ExportSpec:
+    """``task=export``: where the ImageNet-C-style tree goes, or (``verify``) which one to re-hash."""
+
+    out_dir: Optional[str] = None
+    verify: bool = False  # only re-hash out_dir's files against its manifest (no data or model needed)
+    overwrite: bool = False  # replace another export in out_dir (its files are deleted first)
+    threads: Optional[int] = None  # JPEG encoding + writing threads (null = the CPU count, at least 4)
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
+            raise ValueError(f"export.threads={self.threads} must be >= 1 (or null for the CPU count)")
 
 
 @dataclass
 class Config:
-    task: str = "eval"  # a registered task: eval | gallery | report | train
+    task: str = "eval"  # a registered task: eval | gallery | report | train | export
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
     suite: SuiteSpec = field(default_factory=SuiteSpec)
@@ -47,6 +63,7 @@ class Config:
     gallery: GallerySpec = field(default_factory=GallerySpec)
     report: ReportSpec = field(default_factory=ReportSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
+    export: ExportSpec = field(default_factory=ExportSpec)
 
 
 def register_configs() -> None:

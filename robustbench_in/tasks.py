@@ -1,4 +1,4 @@
-"""The tasks behind ``task=...`` (eval, gallery, report, train): each turns the groups it needs into objects,
+"""The tasks behind ``task=...`` (eval, gallery, report, train, export): each turns the groups it needs into objects,
 checks them, then works.
 
 Tasks register by name (:func:`register_task`); the CLI dispatches on ``cfg.task`` through the registry.
@@ -13,11 +13,11 @@ from typing import Callable
 from omegaconf import DictConfig, OmegaConf
 
 import corruptions
-from robustbench_in.data.datasets import build_dataset
+from robustbench_in.data.datasets import ImageList, build_dataset
 from robustbench_in.evaluate.engine import EvalContext, evaluate
 from robustbench_in.evaluate.results import ResultStore
-from robustbench_in.evaluate.suite import build_cells, suite_corruptions
-from robustbench_in.models.registry import create_model
+from robustbench_in.evaluate.suite import Cell, build_cells, suite_corruptions
+from robustbench_in.models.registry import ModelEntry, create_model
 from robustbench_in.models.weights import weights_fingerprint
 from robustbench_in.provenance import git_commit, software_versions
 
@@ -73,12 +73,20 @@ def _print_rows(store: ResultStore, model_name: str) -> None:
 @register_task("eval")
 def task_eval(cfg: DictConfig) -> Path:
     """Every cell of the suite for one model on one dataset, into results.csv (resuming finished cells)."""
+    store, entry, _ = run_eval(cfg)
+    _print_rows(store, entry.name)
+    return store.csv
+
+
+def run_eval(cfg: DictConfig) -> tuple[ResultStore, ModelEntry, ImageList]:
+    """Check the model, data and suite, then evaluate every unfinished cell into the run's results folder."""
     suite, runtime = OmegaConf.to_object(cfg.suite), OmegaConf.to_object(cfg.runtime)
     model_spec, data_spec = OmegaConf.to_object(cfg.model), OmegaConf.to_object(cfg.data)
-    cells = build_cells(suite)
     store = ResultStore(results_dir(cfg))
     images = build_dataset(data_spec)
+    cells = build_cells(suite) if images.tree is None else []  # a tree's cells are its folders (file_plan)
     entry = create_model(model_spec)
+    plan = file_plan(entry, images, suite) if images.tree is not None else [(entry, images, cells)]
     identity = {"source": model_spec.source, "name": entry.name, "weights": entry.weights,
                 "weights_sha256": weights_fingerprint(entry.module), "architecture": list(entry.architecture),
                 "num_classes": len(entry.wnids)}
@@ -86,12 +94,27 @@ def task_eval(cfg: DictConfig) -> Path:
                       versions=software_versions(), git_commit=git_commit(), model_identity=identity)
     print(f"model {entry.name} ({entry.source}, weights {entry.weights}); {entry.preprocessing.describe()}")
     print(f"data {images.name}: {len(images.items)} images from {images.root}; suite {suite.name}: "
-          f"{len(cells)} cells; device {runtime.torch_device} ({runtime.resolved_precision})")
+          f"{sum(len(c) for _, _, c in plan)} cells; device {runtime.torch_device} ({runtime.resolved_precision})")
     for note in images.notes:
         print(f"note: {note}")
-    evaluate(entry, images, cells, runtime, store, ctx)
-    _print_rows(store, entry.name)
-    return store.csv
+    for part_entry, part, part_cells in plan:
+        evaluate(part_entry, part, part_cells, runtime, store, ctx)
+    return store, entry, images
+
+
+def file_plan(entry: ModelEntry, images: ImageList, suite) -> list[tuple[ModelEntry, ImageList, list[Cell]]]:
+    """What to evaluate for a tree of corrupted files (data=imagenet_c_folder): the clean cell from
+    ``data.clean_root`` with the model's val transform, then each folder the suite asks for as it is (resized only
+    to the model's input size, never again from 256 and cropped)."""
+    from dataclasses import replace
+
+    from robustbench_in.data.preprocessing import Preprocessing
+    from robustbench_in.evaluate.suite import CLEAN_CELL, file_cells
+
+    plan = [(entry, images, [CLEAN_CELL])] if images.items and suite.include_clean else []
+    as_is = replace(entry, preprocessing=entry.preprocessing.override(
+        Preprocessing(resize_size=entry.preprocessing.input_size)))
+    return plan + [(as_is, part, [cell]) for cell, part in file_cells(suite, images.tree)]
 
 
 @register_task("gallery")
@@ -131,7 +154,7 @@ def task_report(cfg: DictConfig) -> Path:
     dirs = sweep_dirs(cfg.sweep_dir)
     report = OmegaConf.to_object(cfg.report)
     out = writable_dir(Path(report.out_dir) if report.out_dir else dirs[0] / "report", "report.out_dir")
-    written = run_report(dirs, out, baseline=report.baseline)
+    written = run_report(dirs, out, baseline=report.baseline, reference_dataset=report.reference_dataset)
     for kind, path in written.items():
         print(f"{kind}: {path}")
     print(f"report: {out}")
@@ -158,3 +181,32 @@ def task_train(cfg: DictConfig) -> Path:
         print(f"checkpoint: {last}")
         print(f"evaluate it: python main.py model=checkpoint model.weights_file={last} data.root=... suite=...")
     return last
+
+
+@register_task("export")
+def task_export(cfg: DictConfig) -> Path:
+    """The suite's corrupted images as an ImageNet-C-style JPEG tree with a manifest; ``export.verify=true``
+    re-hashes an existing one instead."""
+    from robustbench_in.export import MANIFEST, export_suite, verify_export
+
+    spec = OmegaConf.to_object(cfg.export)
+    if not spec.out_dir:
+        raise UserError("task=export needs export.out_dir=DIR (the <corruption>/<severity>/<wnid>/ tree goes there)")
+    if spec.verify:
+        report = verify_export(Path(spec.out_dir), spec.threads)
+        if not report.ok:
+            print(*(report.mismatched + report.missing + report.extra)[:20], sep="\n")
+            raise UserError(report.summary())
+        print(report.summary())
+        return Path(spec.out_dir) / MANIFEST
+    out = writable_dir(Path(spec.out_dir), "export.out_dir")
+    suite, runtime = OmegaConf.to_object(cfg.suite), OmegaConf.to_object(cfg.runtime)
+    images = build_dataset(OmegaConf.to_object(cfg.data))
+    preprocessing = create_model(OmegaConf.to_object(cfg.model)).preprocessing
+    manifest = export_suite(images, suite, preprocessing, out, runtime=runtime, overwrite=spec.overwrite,
+                            threads=spec.threads)
+    print(f"export: {manifest['n_files']} files, {len(manifest['skipped'])} images skipped; manifest {out / MANIFEST}")
+    return out / MANIFEST
+
+
+from robustbench_in import demo  # noqa: E402,F401  (registers task=demo, built from the tasks above)

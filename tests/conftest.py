@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ import torch
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # examples/ and benchmarks/ import in any test run (pytest or python -m pytest)
+    sys.path.insert(0, str(REPO_ROOT))
 
 
 def _untracked_files() -> set[str] | None:

@@ -29,6 +29,25 @@ def test_demo_writes_results_csv(tmp_path):
     assert len(pd.read_csv(tmp_path / "results.csv")) == 1
 
 
+def test_demo_shows_the_degradation_and_writes_gallery_and_report(tmp_path):
+    """``make demo`` (here with the quick tiny_cnn): the table per corruption, the honest note, the paths last."""
+    proc = run_main("task=demo", "suite=demo", "model=tiny_cnn", "suite.corruptions=[fog,low_light_noise]",
+                    f"results_dir={tmp_path}", "runtime.workers=0", "runtime.progress=false")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "mean top-1" in out and "Δ top-1" in out and "fog" in out and "low_light_noise" in out
+    assert "demonstration, not a measurement" in out
+    last = out.strip().splitlines()[-3:]
+    assert [line.split(":")[0] for line in last] == ["results", "gallery", "report"]
+    for line in last:
+        assert Path(line.split(":", 1)[1].strip()).is_file()
+    rows = pd.read_csv(tmp_path / "results.csv")
+    assert sorted(set(rows["severity"])) == [0, 1, 3, 5] and len(rows) == 1 + 2 * 3
+    assert set(rows["quantize"]) == {"none", "truncate"}
+    bad = run_main("task=demo", f"results_dir={tmp_path / 'b'}")  # suite=clean: nothing to show
+    assert bad.returncode == 2 and "suite=demo" in bad.stderr
+
+
 # Bad input on the command line (typos, bad values, bad files): tests/faults/hostile_cli.py, one place for all.
 
 

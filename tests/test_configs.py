@@ -64,6 +64,8 @@ def test_bad_values_fail_when_the_objects_are_built():
     ("imagenet_c", BENCHMARK_CORRUPTIONS), ("imagenet_c_extra", EXTRA_CORRUPTIONS),
     ("imagenet_c_all", BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS), ("sensor", corruptions.SENSOR),
     ("all", BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS + corruptions.SENSOR),
+    ("imagenet_c_bar", corruptions.IMAGENET_C_BAR),
+    ("imagenet_c_all_bar", BENCHMARK_CORRUPTIONS + corruptions.IMAGENET_C_BAR),
 ])
 def test_suite_lists_agree_with_the_registry(suite, expected):
     """The suites list their corruptions for readers; the registry is the source of truth, in its order."""

@@ -11,6 +11,7 @@ from corruptions.registry import Corruption
 from corruptions.rng import normal
 from robustbench_in.data import DataSpec, build_dataset
 from robustbench_in.evaluate import Cell, EvalContext, ResultStore, Runtime, engine, evaluate
+from robustbench_in.evaluate.suite import CLEAN_CELL, SuiteSpec
 from robustbench_in.models import ModelSpec, create_model
 
 
@@ -120,6 +121,27 @@ def test_corrupt_batch_jpeg_round_trip_quantises(samples):
     out = engine.corrupt_batch(Cell("test_noise", 1, "noise", NOISE, faithful_jpeg=True), x, torch.tensor([1, 2]), 0)
     levels = out * 255
     assert torch.allclose(levels, levels.round(), atol=1e-4)  # JPEG-decoded uint8 levels
+
+
+def test_quantize_is_the_generators_8_bit_step_and_is_recorded(tiny, samples, tmp_path):
+    x = torch.rand(2, 3, 32, 32)
+    ids = torch.tensor([1, 2])
+    floats = engine.corrupt_batch(Cell("test_noise", 1, "noise", NOISE), x, ids, 0)
+    truncated = engine.corrupt_batch(Cell("test_noise", 1, "noise", NOISE, quantize="truncate"), x, ids, 0)
+    rounded = engine.corrupt_batch(Cell("test_noise", 1, "noise", NOISE, quantize="round"), x, ids, 0)
+    assert torch.allclose(truncated * 255, (floats.double() * 255 + 2.0 ** -10).floor().float(), atol=1e-4)
+    assert torch.allclose(rounded * 255, (floats.double() * 255).round().float(), atol=1e-4)
+    assert not torch.equal(truncated, rounded)
+    cells = {mode: [Cell("test_noise", 2, "noise", NOISE, quantize=mode)] for mode in ("none", "truncate")}
+    stores = {mode: ResultStore(tmp_path / mode) for mode in cells}
+    for mode, cell in cells.items():
+        evaluate(tiny, samples, cell, _settings(), stores[mode], CTX)
+    assert [stores[m].rows()["quantize"].iloc[0] for m in cells] == ["none", "truncate"]
+    assert stores["none"].rows()["cell_id"].iloc[0] != stores["truncate"].rows()["cell_id"].iloc[0]
+    assert Cell("x", 1, "noise", NOISE, faithful_jpeg=True).quantize_mode == "truncate"  # JPEG truncates first
+    assert CLEAN_CELL.quantize_mode == "none"
+    with pytest.raises(ValueError, match="suite.quantize=floor is not a mode"):
+        SuiteSpec(quantize="floor")
 
 
 def test_atomic_write_leaves_a_readable_file_and_no_temporaries(tmp_path):

@@ -33,11 +33,19 @@ class DataSpec:
     labels_file: Optional[str] = None
     max_images: Optional[int] = None  # the first N images (null = all)
     max_pixels: int = 64_000_000  # a file declaring more pixels is skipped before decoding (decompression bombs)
+    clean_root: Optional[str] = None  # data=imagenet_c_folder: the clean val folder its clean cell is read from
+    protocol: Optional[str] = None  # full (1000-way) | subset (logits restricted to the set's classes); null = default
+    border_crop: Optional[int] = None  # pixels cut off every side after decoding; null = the set's own (ObjectNet: 2)
 
     def __post_init__(self) -> None:
         if self.max_images is not None and (isinstance(self.max_images, bool) or self.max_images < 1):
             raise DatasetError(f"data.max_images={self.max_images} is not a count: give N >= 1, or null for "
                                "every image")
+        if self.protocol not in (None, "full", "subset"):
+            raise DatasetError(f"data.protocol={self.protocol} is not a protocol: use full (1000-way logits), subset "
+                               "(logits restricted to the data set's classes) or null (the data set's default)")
+        if self.border_crop is not None and (isinstance(self.border_crop, bool) or self.border_crop < 0):
+            raise DatasetError(f"data.border_crop={self.border_crop} is not a pixel count: give N >= 0, or null")
         if isinstance(self.max_pixels, bool) or self.max_pixels < 1:
             raise DatasetError(f"data.max_pixels={self.max_pixels} is not a pixel count: give N >= 1 "
                                "(default 64000000)")
@@ -65,6 +73,14 @@ class ImageList:
     root: str = ""
     notes: list[str] = field(default_factory=list)
     max_pixels: Optional[int] = 64_000_000  # decoding limit (``data.max_pixels``), applied by the loader
+    #: global indices of the classes the set covers (ImageNet-R/-A: 200, ObjectNet: 113 overlapping classes);
+    #: None = all 1000. With protocol "subset" the model's logits are restricted to them before scoring.
+    class_subset: Optional[tuple[int, ...]] = None
+    protocol: str = "full"  # full | subset: recorded in every row
+    border_crop: int = 0  # pixels cut off every side right after decoding (ObjectNet's red frame)
+    #: files already corrupted on disk (data=imagenet_c_folder): (corruption, severity) -> that folder's images,
+    #: each evaluated as a cell of its own; ``items`` are then the clean images (possibly none)
+    tree: Optional[dict[tuple[str, int], "ImageList"]] = None
 
 
 DATASETS: dict[str, Callable[..., ImageList]] = {}
@@ -82,16 +98,24 @@ def register_dataset(name: str):
 
 def build_dataset(spec: DataSpec) -> ImageList:
     """The dataset a ``data`` spec asks for, cut to ``max_images``."""
+    import robustbench_in.data.corrupted_tree  # noqa: F401  (registers imagenet_c_folder)
     import robustbench_in.data.embedded  # noqa: F401  (registers the embedded default)
+    import robustbench_in.data.natural  # noqa: F401  (registers the natural-shift test sets)
 
     if spec.name not in DATASETS:
         close = difflib.get_close_matches(spec.name, DATASETS, n=3)
         raise DatasetError(f"unknown dataset {spec.name!r}; known: {', '.join(sorted(DATASETS))}"
                            + (f" (did you mean {', '.join(close)}?)" if close else ""))
-    images = DATASETS[spec.name](root=spec.root, labels_file=spec.labels_file)
+    images = DATASETS[spec.name](root=spec.root, labels_file=spec.labels_file, clean_root=spec.clean_root)
     images.max_pixels = spec.max_pixels
+    if spec.protocol == "subset" and images.class_subset is None:
+        raise DatasetError(f"data.protocol=subset: {images.name} covers all 1000 classes, there is no subset to "
+                           "restrict the logits to (use data.protocol=full)")
+    images.protocol = spec.protocol or images.protocol
+    images.border_crop = images.border_crop if spec.border_crop is None else spec.border_crop
     if spec.max_images is not None:
-        images.items = images.items[:spec.max_images]
+        for part in [images, *(images.tree or {}).values()]:
+            part.items = part.items[:spec.max_images]
     return images
 
 
@@ -114,35 +138,47 @@ def _is_image(p: Path) -> bool:
 
 
 @register_dataset("auto")
-def auto(root=None, labels_file=None, **_) -> ImageList:
+def auto(root=None, labels_file=None, clean_root=None, **_) -> ImageList:
     """The default: the embedded photos, or ``data.root`` when one is given — as a flat folder when
-    ``data.labels_file`` is given too, else as a ``<wnid>/`` folder."""
+    ``data.labels_file`` is given too, as an ImageNet-C tree when its folders hold severity folders, else as a
+    ``<wnid>/`` folder."""
     if root in (None, ""):
         if labels_file:
             raise DatasetError("data.labels_file is set but data.root is not: pass data.root=/path/to/images")
         return DATASETS["embedded"]()
-    builder = imagenet_flat if labels_file else imagenet_folder
-    images = builder(root=root, labels_file=labels_file)
+    name = "imagenet_flat" if labels_file else "imagenet_c_folder" if _looks_like_tree(root) else "imagenet_folder"
+    images = DATASETS[name](root=root, labels_file=labels_file, clean_root=clean_root)
     images.notes.insert(0, f"data.root given without data=...: reading it as {images.name}")
     return images
 
 
+def _looks_like_tree(root) -> bool:
+    """``root/<corruption>/<1-5>/...``: no wnid folders at the top, and severity folders under the first one."""
+    path = Path(str(root)).expanduser()
+    if not path.is_dir():
+        return False
+    top = sorted(d for d in path.iterdir() if d.is_dir() and not _hidden(d))
+    if not top or any(d.name in imagenet_classes().index_of for d in top):
+        return False
+    return any(c.is_dir() and c.name in {"1", "2", "3", "4", "5"} for c in top[0].iterdir())
+
+
 @register_dataset("imagenet_folder")
-def imagenet_folder(root, **_) -> ImageList:
+def imagenet_folder(root, key: str = "data.root", **_) -> ImageList:
     """``root/<wnid>/*.JPEG`` with any subset of the 1000 classes; labels from the wnid, not folder order."""
-    root = _existing_dir(root)
+    root = _existing_dir(root, key)
     table = imagenet_classes()
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not _hidden(d))
     unknown = [d.name for d in class_dirs if d.name not in table.index_of]
     if unknown:
-        raise DatasetError(f"data.root={root}: folder(s) {', '.join(unknown[:3])} are not ImageNet wnids; "
+        raise DatasetError(f"{key}={root}: folder(s) {', '.join(unknown[:3])} are not ImageNet wnids; "
                            "expected root/<wnid>/*.JPEG (use data=imagenet_flat for a flat folder)")
     items = [
         ImageItem(path=f, label=table.label(d.name), key=f"{d.name}/{f.name}")
         for d in class_dirs for f in sorted(d.iterdir()) if _is_image(f)
     ]
     if not items:
-        raise DatasetError(f"data.root={root} holds no images in <wnid>/ sub-folders")
+        raise DatasetError(f"{key}={root} holds no images in <wnid>/ sub-folders")
     return ImageList(name="imagenet_folder", items=items, root=str(root))
 
 

@@ -16,6 +16,8 @@ from torch.utils.data import DataLoader, Dataset
 from robustbench_in.data.datasets import ImageItem, ImageList
 from robustbench_in.data.preprocessing import Preprocessing
 
+#: Further accepted labels per image. ObjectNet needs 2: Chair, Pen and Skirt each map to 3 ImageNet classes
+#: (objectnet-1.0/mappings/objectnet_to_imagenet_1k.json); its builder refuses a mapping that needs more.
 MAX_ALT_LABELS = 4
 
 
@@ -75,6 +77,20 @@ def open_rgb(path, max_pixels: int | None = MAX_PIXELS) -> Image.Image:
         return img.convert("RGB")
 
 
+def crop_border(img: Image.Image, border: int) -> Image.Image:
+    """Cut ``border`` pixels off every side (ObjectNet's red frame) before the model's resize and crop."""
+    if border <= 0:
+        return img
+    if img.width <= 2 * border or img.height <= 2 * border:
+        raise UnscoredImage(f"{img.width}x{img.height} pixels is too small to cut a {border}-pixel border off")
+    return img.crop((border, border, img.width - border, img.height - border))
+
+
+def decode(item: ImageItem, images: ImageList) -> Image.Image:
+    """One image of a data set as 8-bit RGB, with the set's own decoding rules (pixel cap, border crop)."""
+    return crop_border(open_rgb(item.path, images.max_pixels), images.border_crop)
+
+
 def skip_record(item: ImageItem, err: BaseException) -> dict:
     return {"skipped": (str(item.path), str(err).split("\n")[0] or type(err).__name__)}
 
@@ -92,7 +108,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int):
         item = self.images.items[index]
         try:
-            crop = self.preprocessing.geometry(open_rgb(item.path, self.images.max_pixels))
+            crop = self.preprocessing.geometry(decode(item, self.images))
         except UNREADABLE as err:
             return skip_record(item, err)
         alt = list(item.alt_labels[:MAX_ALT_LABELS]) + [-1] * (MAX_ALT_LABELS - len(item.alt_labels[:MAX_ALT_LABELS]))

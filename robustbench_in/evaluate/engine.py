@@ -57,16 +57,32 @@ def corrupt_batch(cell: Cell, images: torch.Tensor, image_ids: torch.Tensor, see
     if cell.faithful_jpeg:
         from corruptions.digital import jpeg_round_trip
 
-        out = jpeg_round_trip(out, cell.jpeg_quality)
-    return out
+        return jpeg_round_trip(out, cell.jpeg_quality)
+    return quantize(out, cell.quantize)
+
+
+def quantize(images: torch.Tensor, mode: str) -> torch.Tensor:
+    """The 8-bit step the ImageNet-C generator applies to every image it saves (``np.uint8(x * 255)``: truncation,
+    in float64 like the reference and ``jpeg_round_trip``, counting a value within 2**-10 below a grey level as
+    that level), or rounding. Returns grey levels / 255 in the input's dtype."""
+    if mode == "none":
+        return images
+    levels = images.to(torch.float64) * 255.0
+    levels = levels.add_(2.0 ** -10).floor_() if mode == "truncate" else levels.round_()
+    return levels.clamp_(0.0, 255.0).div_(255.0).to(images.dtype)
 
 
 def cell_id(cell: Cell, entry: ModelEntry, images: ImageList, runtime: Runtime, ctx: EvalContext) -> str:
     """Everything that determines a cell's numbers — and nothing (batch size, workers) that must not."""
+    subset = stable_hash(list(images.class_subset)) if images.protocol == "subset" and images.class_subset else None
     return stable_hash({
         "model": ctx.model_identity, "preprocessing": entry.preprocessing.as_dict(),
         "dataset": [images.name, images.root, len(images.items), stable_hash([i.key for i in images.items])],
         "corruption": cell.name, "severity": cell.severity, "jpeg": cell.jpeg_mode,
+        **({"quantize": cell.quantize} if cell.quantize_mode != "none" and cell.quantize == cell.quantize_mode else {}),
+        **({"protocol": ["subset", subset]} if subset else {}),
+        **({"border_crop": images.border_crop} if images.border_crop else {}),
+        **({"source": cell.source} if cell.source != "on_the_fly" else {}),
         "params": repr(cell.corruption.params) if cell.corruption else "", "seed": runtime.seed,
         "precision": runtime.resolved_precision, "backend": ctx.backend, **ctx.extra_hash,
     })
@@ -80,6 +96,7 @@ class Scorer:
     runtime: Runtime
     log: Callable[[str], None] = print
     max_batch: int | None = None  # set when the device ran out of memory at a larger batch
+    class_subset: tuple[int, ...] | None = None  # global classes the logits are restricted to (None = all)
 
     def __post_init__(self) -> None:
         device = self.runtime.torch_device
@@ -89,6 +106,13 @@ class Scorer:
         self.n_classes = len(imagenet_classes())
         index = imagenet_classes().index_of
         self.to_global = torch.tensor([index[w] for w in self.entry.wnids], device=device)
+        self.outside_subset = None
+        if self.class_subset is not None:  # -inf on the model's outputs for classes the data set does not have
+            inside = torch.isin(self.to_global, torch.tensor(self.class_subset, device=device))
+            if not bool(inside.any()):
+                raise ValueError(f"model {self.entry.name} has none of the data set's {len(self.class_subset)} "
+                                 "classes among its outputs: use data.protocol=full")
+            self.outside_subset = ~inside
 
 
 def score_batch(scorer: Scorer, cell: Cell, x: torch.Tensor, batch: dict, accepted: torch.Tensor) -> pd.DataFrame:
@@ -101,7 +125,10 @@ def score_batch(scorer: Scorer, cell: Cell, x: torch.Tensor, batch: dict, accept
         xc = xc.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), runtime.autocast():
         logits = scorer.model(xc)
-    probs = logits.float().softmax(1)
+    logits = logits.float()
+    if scorer.outside_subset is not None:
+        logits = logits.masked_fill(scorer.outside_subset, float("-inf"))
+    probs = logits.softmax(1)
     top5 = scorer.to_global[probs.topk(min(5, probs.shape[1]), dim=1).indices]  # (B, 5) global class indices
     hit = (top5[:, :, None] == accepted[:, None, :]) & (accepted[:, None, :] >= 0)
     global_probs = torch.zeros(probs.shape[0], scorer.n_classes, device=device).index_add_(1, scorer.to_global,
@@ -179,7 +206,7 @@ def run_shard(scorer: Scorer, images: ImageList, shard: list[int], cells: list[C
 
 
 def make_row(cell: Cell, cell_hash: str, records: pd.DataFrame, entry: ModelEntry, runtime: Runtime,
-             ctx: EvalContext, n_skipped: int) -> dict:
+             ctx: EvalContext, n_skipped: int, protocol: str = "full") -> dict:
     """The result row of a finished cell (its records lose their per-image ``seconds`` column)."""
     cell_seconds = float(records.pop("seconds").sum()) if "seconds" in records else float("nan")
     summary = cell_summary(records)
@@ -187,7 +214,9 @@ def make_row(cell: Cell, cell_hash: str, records: pd.DataFrame, entry: ModelEntr
         "model": entry.name, "dataset": ctx.dataset_name, "corruption": cell.name, "category": cell.category,
         "severity": cell.severity, **summary, "n_skipped": n_skipped, "seconds": round(cell_seconds, 4),
         "images_per_s": round(summary["n"] / cell_seconds, 2) if cell_seconds > 0 else float("nan"),
-        "preprocessing": entry.preprocessing.describe(), "jpeg_mode": cell.jpeg_mode, "backend": ctx.backend,
+        "preprocessing": entry.preprocessing.describe(), "jpeg_mode": cell.jpeg_mode,
+        "quantize": cell.quantize_mode, "source": cell.source,
+        "protocol": protocol, "backend": ctx.backend,
         "seed": runtime.seed, "cell_id": cell_hash, "device": str(runtime.torch_device), "versions": ctx.versions,
         "git_commit": ctx.git_commit, "weights": entry.weights,
     }
@@ -213,7 +242,8 @@ def evaluate(entry: ModelEntry, images: ImageList, cells: list[Cell], runtime: R
         log(f"resume: {len(cells) - len(pending)} of {len(cells)} cells already in {store.csv}")
     if not pending:
         return [], []
-    scorer = Scorer(entry, runtime, log=log)
+    scorer = Scorer(entry, runtime, log=log,
+                    class_subset=images.class_subset if images.protocol == "subset" else None)
     n_items = len(images.items)
     shards = [list(range(s, min(s + runtime.shard_size, n_items))) for s in range(0, n_items, runtime.shard_size)]
     skipped: list[tuple[str, str]] = []
@@ -246,7 +276,8 @@ def evaluate(entry: ModelEntry, images: ImageList, cells: list[Cell], runtime: R
     n_skipped = store.count_skipped({str(i.path) for i in images.items})
     for cell in pending:
         row = store.finish_cell(ids[cell], len(shards),
-                                lambda recs, cell=cell: make_row(cell, ids[cell], recs, entry, runtime, ctx, n_skipped))
+                                lambda recs, cell=cell: make_row(cell, ids[cell], recs, entry, runtime, ctx, n_skipped,
+                                                                 images.protocol))
         if row is not None:
             rows.append(row)
     return rows, skipped

@@ -33,8 +33,8 @@ from robustbench_in.report.metrics import cell_metrics
 RESULT_COLUMNS = [
     "model", "dataset", "corruption", "category", "severity", "n", "n_skipped", "top1_err", "top5_err",
     "top1_ci_low", "top1_ci_high", "top5_ci_low", "top5_ci_high", "ece", "nll", "seconds", "images_per_s",
-    "preprocessing", "jpeg_mode", "backend", "seed", "cell_id", "records", "device", "versions",
-    "git_commit", "weights",
+    "preprocessing", "jpeg_mode", "quantize", "source", "protocol", "backend", "seed", "cell_id", "records", "device",
+    "versions", "git_commit", "weights",
 ]
 RECORD_COLUMNS = ["image_id", "label", "pred", "correct1", "correct5", "p_true", "confidence"]
 

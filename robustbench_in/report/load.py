@@ -29,7 +29,7 @@ RESULTS_FILE = "results.csv"
 # still read their hashes as text, never required.
 STR_COLUMNS = (
     "model", "dataset", "corruption", "category", "preprocessing", "jpeg_mode", "config_hash", "cell_id",
-    "records", "device", "versions", "backend", "git_commit", "weights",
+    "records", "device", "versions", "backend", "git_commit", "weights", "source", "protocol", "quantize",
 )
 RECORD_COLUMNS = ("image_id", "correct1", "correct5", "p_true", "confidence")
 # What every row needs to be placed in a table; a file without these columns is not a results file.

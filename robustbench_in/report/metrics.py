@@ -1,4 +1,5 @@
-"""Error statistics for the report: confidence intervals, paired tests, calibration, CE / mCE.
+"""Error statistics for the report: confidence intervals, paired tests, calibration, CE / mCE, and effective
+robustness (Taori et al. 2020: a line fitted to logit-scaled accuracies over models, with bootstrap intervals).
 
 Everything here works on plain numbers and arrays (per-image correctness, per-cell errors) so that every metric
 can be recomputed from the files on disk. Errors and corruption errors are fractions (0.767, not 76.7);
@@ -13,6 +14,7 @@ instead of silently averaging whatever is there.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -58,6 +60,30 @@ def wilson_ci(k, n, z: float = 1.96):
     return low, high
 
 
+def resampled_column_means(x: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, k) column means of ``x`` (n, k) over images drawn with replacement, NaN = absent image.
+
+    One draw of image indices per replicate is shared by every column, so columns that hold the same images
+    (cells, or models evaluated on one set) stay paired. Done with resampling counts, chunked to bound memory.
+    """
+    n = x.shape[0]
+    present = np.isfinite(x)
+    filled = np.where(present, x, 0.0)
+    all_present = bool(present.all())
+    draws = []
+    chunk = max(1, min(n_boot, 4_000_000 // max(n, 1)))
+    done = 0
+    while done < n_boot:
+        b = min(chunk, n_boot - done)
+        idx = rng.integers(0, n, size=(b, n)) + (np.arange(b) * n)[:, None]
+        counts = np.bincount(idx.ravel(), minlength=b * n).reshape(b, n).astype(np.float64)  # (b, n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            weight = float(n) if all_present else counts @ present  # every resample holds n images
+            draws.append((counts @ filled) / weight)  # (b, k)
+        done += b
+    return np.concatenate(draws)
+
+
 def bootstrap_ci(
     values,
     statistic: Callable[[np.ndarray], float] | None = None,
@@ -81,22 +107,8 @@ def bootstrap_ci(
         return math.nan, math.nan
     rng = np.random.default_rng(seed)
     if statistic is None:
-        present = np.isfinite(x)
-        filled = np.where(present, x, 0.0)
-        all_present = bool(present.all())
-        draws = []
-        chunk = max(1, min(n_boot, 4_000_000 // max(n, 1)))
-        done = 0
-        while done < n_boot:
-            b = min(chunk, n_boot - done)
-            idx = rng.integers(0, n, size=(b, n)) + (np.arange(b) * n)[:, None]
-            counts = np.bincount(idx.ravel(), minlength=b * n).reshape(b, n).astype(np.float64)  # (b, n)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                weight = float(n) if all_present else counts @ present  # every resample holds n images
-                col_means = (counts @ filled) / weight  # (b, k)
-            draws.append(np.nanmean(col_means, axis=1) if col_means.shape[1] > 1 else col_means[:, 0])
-            done += b
-        boot = np.concatenate(draws)
+        col_means = resampled_column_means(x, n_boot, rng)  # (n_boot, k)
+        boot = np.nanmean(col_means, axis=1) if col_means.shape[1] > 1 else col_means[:, 0]
     else:
         squeeze = np.asarray(values).ndim == 1
         boot = np.empty(n_boot)
@@ -346,3 +358,132 @@ def error_table(df, column: str = "top1_err") -> dict[str, dict[int, float]]:
     for row in df[df["corruption"] != "clean"][["corruption", "severity", column]].itertuples(index=False):
         out.setdefault(str(row[0]), {})[int(row[1])] = float(row[2])
     return out
+
+
+# -------------------------------------------------------------------------------- effective robustness
+#
+# Taori et al. (NeurIPS 2020), "Measuring Robustness to Natural Distribution Shifts in Image Classification":
+# over the models of a testbed, accuracy on a shifted set S is close to a straight line of the accuracy on the
+# reference set (clean ImageNet val) once both are logit-scaled. With the least-squares line
+#     logit(acc_S) = a * logit(acc_ref) + b,
+# a model's effective robustness is what it gains over that baseline, in accuracy:
+#     ER_S = acc_S - sigmoid(a * logit(acc_ref) + b).
+
+#: accuracies are clipped to [LOGIT_EPS, 1 - LOGIT_EPS] before the logit, so 0 % and 100 % stay finite
+LOGIT_EPS = 1e-4
+#: fewer models than this give no fit (a line through two points leaves every model on it)
+MIN_FIT_MODELS = 3
+
+
+def logit(p, eps: float = LOGIT_EPS) -> np.ndarray:
+    """log(p / (1 - p)) with p clipped away from 0 and 1 (a model at 0 % or 100 % must not give +-inf)."""
+    q = np.clip(np.asarray(p, dtype=np.float64), eps, 1.0 - eps)
+    return np.log(q) - np.log1p(-q)
+
+
+def sigmoid(z) -> np.ndarray:
+    """The inverse of ``logit``, in a form that neither overflows nor warns for large |z|."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=np.float64)))
+
+
+def _line_fits(x: np.ndarray, y: np.ndarray, min_models: int) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares (slope, intercept) of y on x per row of (B, k) arrays, NaN entries left out; NaN where a
+    row has fewer than ``min_models`` points or no spread in x. One closed form for the fit and its bootstrap."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    n = ok.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        xm = np.where(ok, x, 0.0).sum(axis=1) / n
+        ym = np.where(ok, y, 0.0).sum(axis=1) / n
+        dx = np.where(ok, x - xm[:, None], 0.0)
+        dy = np.where(ok, y - ym[:, None], 0.0)
+        sxx, sxy = (dx * dx).sum(axis=1), (dx * dy).sum(axis=1)
+        slope = sxy / sxx
+        intercept = ym - slope * xm
+    bad = (n < min_models) | ~(sxx > 1e-12 * np.maximum(1.0, np.where(ok, x * x, 0.0).sum(axis=1)))
+    return np.where(bad, np.nan, slope), np.where(bad, np.nan, intercept)
+
+
+def logit_fit(acc_ref, acc_shift, eps: float = LOGIT_EPS, min_models: int = MIN_FIT_MODELS) -> tuple[float, float]:
+    """(a, b) of logit(acc_shift) = a * logit(acc_ref) + b over the models with both accuracies (least squares);
+    (NaN, NaN) with fewer than ``min_models`` of them or when every model has the same reference accuracy."""
+    x = logit(acc_ref, eps)[None, :]  # NaN stays NaN through clip(), and is left out of the fit
+    y = logit(acc_shift, eps)[None, :]
+    slope, intercept = _line_fits(x, y, min_models)
+    return float(slope[0]), float(intercept[0])
+
+
+def effective_robustness(acc_ref, acc_shift, slope: float, intercept: float, eps: float = LOGIT_EPS) -> np.ndarray:
+    """acc_shift - sigmoid(slope * logit(acc_ref) + intercept): accuracy on S above the fitted baseline."""
+    acc_shift = np.asarray(acc_shift, dtype=np.float64)
+    return acc_shift - sigmoid(slope * logit(acc_ref, eps) + intercept)
+
+
+@dataclass(frozen=True)
+class ERInterval:
+    """Percentile bootstrap intervals of one shift set: per model ER and shifted accuracy, and the fit's a, b."""
+
+    er_low: np.ndarray
+    er_high: np.ndarray
+    acc_low: np.ndarray
+    acc_high: np.ndarray
+    slope: tuple[float, float]
+    intercept: tuple[float, float]
+    n_valid: int  # replicates with a fit (a replicate whose reference accuracies all tie has none)
+
+
+def cell_mean_if_paired(correct: np.ndarray) -> np.ndarray | None:
+    """Per-image mean over the last axis (cells) when every image is in all or none of the cells, else None.
+
+    Then the mean over cells of resampled cell accuracies equals the resampled mean of these per-image means,
+    so 75 ImageNet-C cells bootstrap as cheaply as one.
+    """
+    present = np.isfinite(correct)
+    if not np.array_equal(present.all(axis=-1), present.any(axis=-1)):
+        return None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(present, correct, 0.0).sum(axis=-1) / present.sum(axis=-1)
+
+
+def _quantiles(boot: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per column percentile interval of (B, k) replicates, NaN replicates left out (NaN if none is left)."""
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.full(boot.shape[1], np.nan), np.full(boot.shape[1], np.nan)
+    for j in range(boot.shape[1]):
+        col = boot[:, j][np.isfinite(boot[:, j])]
+        if col.size:
+            low[j], high[j] = np.quantile(col, [alpha, 1.0 - alpha])
+    return low, high
+
+
+def bootstrap_effective_robustness(ref_correct, shift_correct, n_boot: int = 1000, confidence: float = 0.95,
+                                   seed: int = 0, eps: float = LOGIT_EPS,
+                                   min_models: int = MIN_FIT_MODELS) -> ERInterval:
+    """Bootstrap intervals of ER_S for k models: per-image correctness (1/0, NaN = absent) on the reference set,
+    ``ref_correct`` (n_ref, k), and on S, ``shift_correct`` (n_S, k) or (n_S, k, cells) (acc_S = mean over cells).
+
+    Each replicate resamples the images of both sets (independently; one draw per set shared by all models and
+    cells, which keeps the models paired), recomputes the accuracies, refits the logit line and recomputes ER.
+    Seeded, so the same inputs give the same intervals.
+    """
+    ref = np.asarray(ref_correct, dtype=np.float64)
+    shift = np.asarray(shift_correct, dtype=np.float64)
+    k = ref.shape[1]
+    if shift.ndim == 3:
+        paired = cell_mean_if_paired(shift)
+        shift = shift if paired is None else paired
+    rng = np.random.default_rng(seed)
+    acc_ref = resampled_column_means(ref, n_boot, rng)  # (B, k)
+    acc_s = resampled_column_means(shift.reshape(shift.shape[0], -1), n_boot, rng)
+    if shift.ndim == 3:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a model with no image left in a replicate: NaN
+            acc_s = np.nanmean(acc_s.reshape(n_boot, k, shift.shape[2]), axis=2)
+    x, y = logit(acc_ref, eps), logit(acc_s, eps)
+    slope, intercept = _line_fits(x, y, min_models)
+    er = acc_s - sigmoid(slope[:, None] * x + intercept[:, None])
+    er_low, er_high = _quantiles(er, confidence)
+    acc_low, acc_high = _quantiles(acc_s, confidence)
+    (a_lo,), (a_hi,) = _quantiles(slope[:, None], confidence)
+    (b_lo,), (b_hi,) = _quantiles(intercept[:, None], confidence)
+    return ERInterval(er_low, er_high, acc_low, acc_high, (float(a_lo), float(a_hi)), (float(b_lo), float(b_hi)),
+                      int(np.isfinite(slope).sum()))

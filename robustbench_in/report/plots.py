@@ -1,4 +1,5 @@
-"""Paper figures from result tables: error vs severity, degradation heatmap, mCE bars, effective robustness.
+"""Paper figures from result tables: error vs severity, degradation heatmap, mCE bars, effective robustness
+(logit axes, one panel per shift set).
 
 Figures are built on ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot, no global backend switch, no
 GUI), each saved as PNG (300 dpi) and PDF (TrueType fonts embedded, no timestamp). One style for all of them,
@@ -22,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import PercentFormatter
 
+from robustbench_in.report import metrics, tables
 from robustbench_in.report.alexnet import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS
 
 # matplotlib's PDF backend subsets fonts through fontTools, which logs every table at INFO; Hydra's logging
@@ -225,39 +227,76 @@ def plot_mce_bar(summary: pd.DataFrame, stem: Path) -> list[Path]:
         return _save(fig, stem)
 
 
-def plot_effective_robustness(summary: pd.DataFrame, stem: Path) -> list[Path]:
-    """Clean vs mean corrupted top-1 accuracy per model, with the linear fit across models (>= 2 models).
+_ACC_TICKS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
 
-    Points sit below y = x; a model above the fit is more robust than its clean accuracy predicts (effective
-    robustness, Taori et al. 2020, here with a plain linear fit). Models are told apart by the legend.
-    """
-    s = summary[np.isfinite(summary["clean_top1_err"].to_numpy(float))
-                & np.isfinite(summary["corr_top1_err"].to_numpy(float))]
-    if s.empty:
+
+def _logit_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
+    """Tick positions (logits) between lo and hi at round accuracies, labelled in %: Taori et al.'s axes."""
+    acc = [t for t in _ACC_TICKS if lo <= metrics.logit(t) <= hi]
+    if len(acc) < 3:  # a narrow range: evenly spaced accuracies instead
+        acc = sorted(set(np.round(np.linspace(metrics.sigmoid(lo), metrics.sigmoid(hi), 5)[1:-1], 3)))
+    return [float(metrics.logit(t)) for t in acc], [f"{100 * t:g}" for t in acc]
+
+
+def _er_points(table: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Per model (x, y, x/y interval ends) in logits for one shift set; rows without both accuracies dropped."""
+    cols = {"x": "clean_top1_acc", "x_lo": "clean_top1_ci_low", "x_hi": "clean_top1_ci_high",
+            "y": f"{name}_top1_acc", "y_lo": f"{name}_top1_ci_low", "y_hi": f"{name}_top1_ci_high"}
+    pts = pd.DataFrame({k: metrics.logit(table[c].to_numpy(float)) for k, c in cols.items()})
+    pts["model"] = table["model"].to_numpy()
+    return pts[np.isfinite(pts["x"]) & np.isfinite(pts["y"])]
+
+
+def _er_panel(ax, pts: pd.DataFrame, fit: dict, styles: dict, title: str) -> None:
+    """One shift set: models with their CIs, y = x, and the logit-linear fit, on logit axes ticked in %."""
+    values = pts[["x", "y", "x_lo", "x_hi", "y_lo", "y_hi"]].to_numpy(float)
+    lo, hi = np.nanmin(values) - 0.3, np.nanmax(values) + 0.3
+    ax.plot([lo, hi], [lo, hi], color="0.6", ls=":", lw=0.8)
+    if np.isfinite(fit["slope"]):
+        ax.plot([lo, hi], [fit["slope"] * lo + fit["intercept"], fit["slope"] * hi + fit["intercept"]],
+                color="0.2", lw=0.9)
+    for p in pts.itertuples(index=False):
+        st = styles[p.model]
+        xerr = [[p.x - p.x_lo], [p.x_hi - p.x]] if np.isfinite([p.x_lo, p.x_hi]).all() else None
+        yerr = [[p.y - p.y_lo], [p.y_hi - p.y]] if np.isfinite([p.y_lo, p.y_hi]).all() else None
+        ax.errorbar([p.x], [p.y], xerr=xerr, yerr=yerr, color=st["color"], marker=st["marker"], ms=3.5,
+                    elinewidth=0.5, capsize=0, ls="none", zorder=3)
+    ticks, labels = _logit_ticks(lo, hi)
+    ax.set_xticks(ticks, labels)
+    ax.set_yticks(ticks, labels)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_aspect("equal", adjustable="box")
+    ax.set_title(title)
+
+
+def plot_effective_robustness(shifts, stem: Path) -> list[Path]:
+    """Clean ImageNet vs shifted top-1 accuracy per model on logit-scaled axes (ticks in %), one panel per shift
+    set, with y = x and the logit-linear fit over models whose vertical distance is the effective robustness
+    (Taori et al. 2020). ``shifts`` is ``summary.shift_report``'s result; nothing is drawn without a set."""
+    table, fits = shifts.table, shifts.fits
+    panels = [(f, _er_points(table, f["shift_set"])) for f in fits.to_dict("records")] if len(table) else []
+    panels = [(f, pts) for f, pts in panels if len(pts)]
+    if not panels:
         return []
-    styles = model_styles(summary["model"].unique())
-    x = 100 * (1 - s["clean_top1_err"].to_numpy(float))
-    y = 100 * (1 - s["corr_top1_err"].to_numpy(float))
-    lo = max(0.0, min(x.min(), y.min()) - 5)
-    hi = min(100.0, max(x.max(), y.max()) + 5)
+    styles = model_styles(table["model"].unique())
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
     with matplotlib.rc_context(STYLE):
-        fig = _new_figure(SINGLE_COLUMN_IN, 2.8)
-        ax = fig.add_subplot()
-        ax.plot([lo, hi], [lo, hi], color="0.6", ls=":", lw=0.8, label="y = x")
-        if len(s) >= 2 and np.ptp(x) > 0:
-            slope, icept = np.polyfit(x, y, 1)
-            xs = np.array([lo, hi])
-            ax.plot(xs, slope * xs + icept, color="0.2", lw=0.9,
-                    label=f"linear fit: y = {slope:.2f}x {'+' if icept >= 0 else '-'} {abs(icept):.1f}")
-        for xi, yi, m in zip(x, y, s["model"]):
-            st = styles[m]
-            ax.scatter([xi], [yi], color=st["color"], marker=st["marker"], s=18, zorder=3, label=m)
-        ax.set_xlim(lo, hi)
-        ax.set_ylim(lo, hi)
-        ax.set_aspect("equal", adjustable="box")
-        ax.set_xlabel("Clean top-1 accuracy (%)")
-        ax.set_ylabel("Mean corrupted top-1 accuracy (%)")
-        ax.legend(loc="upper left")
+        fig = _new_figure(SINGLE_COLUMN_IN if ncols == 1 else DOUBLE_COLUMN_IN, 0.6 + 2.3 * nrows)
+        axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+        for i, (ax, (fit, pts)) in enumerate(zip(axes, panels)):
+            _er_panel(ax, pts, fit, styles, tables.shift_label(fit))
+            ax.set_xlabel(f"Clean top-1 accuracy (%, {shifts.reference})")
+            if i % ncols == 0:
+                ax.set_ylabel("Shifted top-1 accuracy (%)")
+        for ax in axes[len(panels):]:
+            ax.set_visible(False)
+        handles = [Line2D([], [], color=st["color"], marker=st["marker"], ls="none", label=m)
+                   for m, st in styles.items() if m in set().union(*(set(p["model"]) for _, p in panels))]
+        handles += [Line2D([], [], color="0.2", lw=0.9, label="logit-linear fit"),
+                    Line2D([], [], color="0.6", ls=":", lw=0.8, label="y = x")]
+        fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 4))
         return _save(fig, stem)
 
 
@@ -268,8 +307,9 @@ def _slug(s: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(s))
 
 
-def make_all(df: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
-    """Every figure for every dataset into ``out_dir``; {"<figure>[_<dataset>]_<png|pdf>": path}."""
+def make_all(df: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, shifts=None) -> dict[str, Path]:
+    """Every figure for every dataset into ``out_dir``, and the effective-robustness figure of ``shifts`` (the
+    shift report, across data sets) when given; {"<figure>[_<dataset>]_<png|pdf>": path}."""
     out_dir = Path(out_dir)
     written: dict[str, Path] = {}
     datasets = sorted(df["dataset"].unique())
@@ -280,8 +320,10 @@ def make_all(df: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -> dict[str
             ("error_vs_severity", plot_error_vs_severity(d, out_dir / f"error_vs_severity{suffix}")),
             ("degradation_heatmap", plot_degradation_heatmap(d, out_dir / f"degradation_heatmap{suffix}")),
             ("mce_bar", plot_mce_bar(s, out_dir / f"mce_bar{suffix}")),
-            ("effective_robustness", plot_effective_robustness(s, out_dir / f"effective_robustness{suffix}")),
         ):
             for p in paths:
                 written[f"{name}{suffix}_{p.suffix[1:]}"] = p
+    if shifts is not None:
+        for p in plot_effective_robustness(shifts, out_dir / "effective_robustness"):
+            written[f"effective_robustness_{p.suffix[1:]}"] = p
     return written

@@ -10,6 +10,7 @@ are fractions.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -156,10 +157,12 @@ def summarize(
     n_boot: int = 1000,
     seed: int = 0,
     reader: RecordReader | None = None,
+    reference_dataset: str | None = "auto",
 ) -> pd.DataFrame:
     """One row per (model, dataset): clean and mean corrupted errors with 95 % CIs, top-5 degradation,
     per-category means, calibration, AlexNet mCE / relative mCE (NaN unless complete), unnormalised mCE,
-    and mCE normalised by ``baseline`` (another model in the same results) when given.
+    mCE normalised by ``baseline`` (another model in the same results) when given, and the effective robustness
+    (Taori et al., point estimate; ``shift_report`` has the intervals) of the shift set the row's data make up.
 
     Clean CIs are the cells' Wilson intervals; the mean-corrupted CIs are a bootstrap over images (from the
     records), which respects that every cell reuses the same images.
@@ -167,26 +170,14 @@ def summarize(
     if baseline is not None:
         resolve_reference(df, baseline)
     reader = reader or RecordReader()
-    df = dedupe_cells(df)
-    categories = _categories(df)
-    out = [_summary_row(df, dataset, model, g, categories, baseline, reader, n_boot, seed)
-           for (dataset, model), g in df.groupby(["dataset", "model"], sort=True)]
+    cells = dedupe_cells(df)
+    categories = _categories(cells)
+    out = [_summary_row(cells, dataset, model, g, categories, baseline, reader, n_boot, seed)
+           for (dataset, model), g in cells.groupby(["dataset", "model"], sort=True)]
     summary = pd.DataFrame(out)
-    summary["effective_robustness"] = _effective_robustness(summary)
+    # all rows: a set evaluated under both protocols is two shift sets, and no single summary row holds either
+    summary["effective_robustness"] = _effective_robustness(df, summary, reference_dataset)
     return summary
-
-
-def _effective_robustness(summary: pd.DataFrame) -> pd.Series:
-    """Corrupted accuracy above the linear clean->corrupted fit across models of a dataset (>= 3 models)."""
-    er = pd.Series(np.nan, index=summary.index)
-    for _, g in summary.groupby("dataset"):
-        x = 1.0 - g["clean_top1_err"].to_numpy()
-        y = 1.0 - g["corr_top1_err"].to_numpy()
-        ok = np.isfinite(x) & np.isfinite(y)
-        if ok.sum() >= 3 and np.ptp(x[ok]) > 0:
-            slope, icept = np.polyfit(x[ok], y[ok], 1)
-            er.loc[g.index[ok]] = y[ok] - (slope * x[ok] + icept)
-    return er
 
 
 # ------------------------------------------------------------------------------------------ per corruption
@@ -265,3 +256,275 @@ def paired_tests(df: pd.DataFrame, reference: str | None = None,
     return pd.DataFrame(out, columns=[
         "dataset", "corruption", "category", "severity", "model", "reference", "n_paired", "top1_err",
         "reference_top1_err", "only_model_correct", "only_reference_correct", "test", "statistic", "p_value"])
+
+
+# ------------------------------------------------------------------------------------- distribution shifts
+
+#: clean ImageNet val as the engine names it: the x axis of effective robustness (``report.reference_dataset=auto``)
+REFERENCE_DATASETS = ("imagenet_folder", "imagenet_flat")
+#: natural-shift test sets (spec §6.3) whose clean cell is a shift set, in the order papers print them
+NATURAL_SHIFTS = ("imagenet_v2", "imagenet_sketch", "imagenet_r", "imagenet_a", "objectnet")
+IMAGENET_C_FILES = "imagenet_c_folder"  # the released ImageNet-C tree (or an export): corrupted cells from files
+ON_THE_FLY_C = "imagenet_c"  # the shift set made of the reference dataset's own corrupted cells
+_CELL_KEY = ["model", "dataset", "corruption", "severity"]
+
+
+@dataclass
+class ShiftSet:
+    """One shift set S: its name in tables, the dataset its cells come from, and its cells for every model.
+    ``corrupted``: acc_S is the mean over corrupted cells (ImageNet-C) instead of one clean cell."""
+
+    name: str
+    dataset: str
+    rows: pd.DataFrame
+    corrupted: bool
+    protocol: str = ""
+
+
+@dataclass
+class ShiftReport:
+    """The shifts table (one row per model), one fit row per shift set, and notes for the reader."""
+
+    reference: str | None
+    table: pd.DataFrame
+    fits: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    n_boot: int = 0
+    seed: int = 0
+
+
+def _first_per_cell(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell, silently (``dedupe_cells`` has already warned about repeats for the whole report)."""
+    return rows.drop_duplicates(subset=_CELL_KEY, keep="first")
+
+
+def _text_column(df: pd.DataFrame, column: str) -> pd.Series:
+    """A string column as str with "" where absent (older results have no ``source`` / ``protocol``)."""
+    if column not in df:
+        return pd.Series("", index=df.index, dtype=object)
+    return df[column].fillna("").astype(str)
+
+
+def resolve_reference_dataset(df: pd.DataFrame, choice: str | None = "auto") -> str | None:
+    """The dataset whose clean cell is clean ImageNet val: ``choice``, or for "auto" the one of
+    REFERENCE_DATASETS with a clean cell for the most models (the first on a tie); None when none has one."""
+    clean = df[df["corruption"] == CLEAN]
+    if choice not in (None, "", "auto"):
+        if choice not in set(clean["dataset"]):
+            have = ", ".join(sorted(clean["dataset"].unique())) or "none"
+            raise ValueError(f"report.reference_dataset={choice!r} has no clean cell in the results; data sets "
+                             f"with one: {have}")
+        return str(choice)
+    counts = {d: clean.loc[clean["dataset"] == d, "model"].nunique() for d in REFERENCE_DATASETS}
+    present = [d for d in REFERENCE_DATASETS if counts[d]]
+    return max(present, key=lambda d: counts[d]) if present else None
+
+
+def shift_sets(df: pd.DataFrame, reference: str | None) -> list[ShiftSet]:
+    """Every shift set present: each natural-shift set's clean cell (one set per protocol when rows of both
+    exist), the reference's on-the-fly corrupted cells, and the file cells of imagenet_c_folder."""
+    sets = []
+    for ds in (d for d in NATURAL_SHIFTS if d != reference):
+        clean = df[(df["dataset"] == ds) & (df["corruption"] == CLEAN)]
+        protocol = _text_column(clean, "protocol")
+        kinds = sorted(protocol.unique())
+        for proto in kinds:
+            name = ds if len(kinds) == 1 else f"{ds}_{proto or 'unrecorded'}"
+            sets.append(ShiftSet(name, ds, _first_per_cell(clean[protocol == proto]), False, proto))
+    if reference is not None and reference != IMAGENET_C_FILES:
+        on_the_fly = ((df["dataset"] == reference) & (df["corruption"] != CLEAN)
+                      & (_text_column(df, "source") != "files"))
+        if on_the_fly.any():
+            sets.append(ShiftSet(ON_THE_FLY_C, reference, _first_per_cell(df[on_the_fly]), True))
+    files = df[(df["dataset"] == IMAGENET_C_FILES) & (df["corruption"] != CLEAN)]
+    if len(files):
+        sets.append(ShiftSet(IMAGENET_C_FILES, IMAGENET_C_FILES, _first_per_cell(files), True))
+    return sets
+
+
+def _reference_rows(df: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """The reference clean cell of each model, indexed by model."""
+    rows = df[(df["dataset"] == reference) & (df["corruption"] == CLEAN)]
+    return _first_per_cell(rows).set_index("model")
+
+
+def _shared_cells(s: ShiftSet) -> tuple[list[tuple[str, int]], str]:
+    """The (corruption, severity) cells of S that every model has (so acc_S is one distribution for all of them),
+    and a note when some model has cells the others lack."""
+    if not s.corrupted:
+        return [(CLEAN, 0)], ""
+    per_model = [set(zip(g["corruption"], g["severity"].astype(int))) for _, g in s.rows.groupby("model")]
+    shared, every = set.intersection(*per_model), set.union(*per_model)
+    note = ""
+    if shared != every:
+        note = (f"{s.name}: accuracy is the mean over the {len(shared)} cells every model has "
+                f"({len(every)} cells in all).")
+    return sorted(shared), note
+
+
+def _set_accuracy(s: ShiftSet, cells: list[tuple[str, int]]) -> pd.Series:
+    """acc_S per model from the result rows: 1 - top-1 error, averaged over the shared cells."""
+    key = list(zip(s.rows["corruption"], s.rows["severity"].astype(int)))
+    used = s.rows[[k in set(cells) for k in key]]
+    return (1.0 - used.groupby("model")["top1_err"].mean()).rename(s.name)
+
+
+def _fit_set(acc_ref: pd.Series, acc_s: pd.Series) -> tuple[list[str], float, float, pd.Series]:
+    """The models with both accuracies, the logit fit (a, b) over them, and their effective robustness."""
+    both = acc_ref.index.intersection(acc_s.index)
+    both = [m for m in sorted(both) if np.isfinite(acc_ref[m]) and np.isfinite(acc_s[m])]
+    a, b = metrics.logit_fit(acc_ref[both].to_numpy(), acc_s[both].to_numpy())
+    er = pd.Series(metrics.effective_robustness(acc_ref[both].to_numpy(), acc_s[both].to_numpy(), a, b),
+                   index=both, dtype=float)
+    return both, a, b, er
+
+
+def _effective_robustness(df: pd.DataFrame, summary: pd.DataFrame, reference_dataset: str | None) -> pd.Series:
+    """Each summary row's ER (point estimate) on the shift set its (model, dataset) makes up: the reference's
+    corrupted cells, a natural-shift set's clean cell, or imagenet_c_folder's files; NaN elsewhere."""
+    er = pd.Series(np.nan, index=summary.index)
+    reference = resolve_reference_dataset(df, reference_dataset)
+    if reference is None:
+        return er
+    acc_ref = 1.0 - _reference_rows(df, reference)["top1_err"]
+    sets = shift_sets(df, reference)
+    for s in sets:
+        if sum(t.dataset == s.dataset for t in sets) > 1:  # a set split by protocol: no single row to hold it
+            continue
+        _, _, _, values = _fit_set(acc_ref, _set_accuracy(s, _shared_cells(s)[0]))
+        for model, v in values.items():
+            er[(summary["model"] == model) & (summary["dataset"] == s.dataset)] = v
+    return er
+
+
+def _correct_series(row, reader: RecordReader) -> pd.Series | None:
+    """Per-image top-1 correctness (1.0 / 0.0) of one cell indexed by image id, or None without records."""
+    rec = reader(row)
+    if rec is None:
+        return None
+    return pd.Series(rec["correct1"].to_numpy(dtype=np.float64), index=rec["image_id"].to_numpy())
+
+
+def _correct_matrix(rows_per_model: list[list], reader: RecordReader) -> np.ndarray | None:
+    """(images, models) per-image correctness over the union of image ids (NaN = absent), a model's cells
+    averaged per image when they hold the same images, else (images, models, cells); None without records."""
+    series = [[_correct_series(r, reader) for r in rows] for rows in rows_per_model]
+    if not series or any(x is None for ss in series for x in ss):
+        return None
+    index = pd.Index(np.unique(np.concatenate([x.index.to_numpy() for ss in series for x in ss])))
+
+    def aligned(ss: list[pd.Series]) -> np.ndarray:
+        return np.stack([x.reindex(index).to_numpy(dtype=np.float64) for x in ss], axis=1)
+
+    means = []
+    for ss in series:  # one model at a time: 75 cells x 50k images stay one model's worth of memory
+        m = metrics.cell_mean_if_paired(aligned(ss))
+        if m is None:
+            return np.stack([aligned(x) for x in series], axis=1)
+        means.append(m)
+    return np.stack(means, axis=1)
+
+
+def _bootstrap_set(s: ShiftSet, cells: list[tuple[str, int]], models: list[str], ref_rows: pd.DataFrame,
+                   reader: RecordReader, n_boot: int, seed: int) -> metrics.ERInterval | None:
+    """ER and acc_S intervals of ``models`` on S from the per-image records; None when some are missing."""
+    if not models:
+        return None
+    ref = _correct_matrix([[ref_rows.loc[m]] for m in models], reader)
+    by_cell = s.rows.set_index(["model", "corruption", "severity"])
+    shift = _correct_matrix([[by_cell.loc[(m, c, sev)] for c, sev in cells] for m in models], reader)
+    if ref is None or shift is None:
+        return None
+    return metrics.bootstrap_effective_robustness(ref, shift, n_boot=n_boot, seed=seed)
+
+
+def _mce_for(s: ShiftSet, summary: pd.DataFrame, models: pd.Index) -> pd.DataFrame:
+    """The set's mCE per model from the summary: AlexNet-normalised when every model has it, else unnormalised."""
+    rows = summary[summary["dataset"] == s.dataset].set_index("model").reindex(models)
+    alexnet = "mCE" in rows and np.isfinite(rows["mCE"].to_numpy(dtype=float)).all()
+    column = "mCE" if alexnet else "unnormalised_mCE"
+    values = rows[column] if column in rows else pd.Series(np.nan, index=models)
+    return pd.DataFrame({f"{s.name}_mCE": values.astype(float),
+                         f"{s.name}_mCE_kind": "alexnet" if alexnet else "unnormalised"}, index=models)
+
+
+def _accuracy_columns(s: ShiftSet, acc_s: pd.Series) -> pd.DataFrame:
+    """acc_S per model with its CI (a natural set's Wilson interval; ImageNet-C's comes from the bootstrap)."""
+    cols = pd.DataFrame({f"{s.name}_top1_acc": acc_s}, index=acc_s.index)
+    if s.corrupted:
+        cols[f"{s.name}_top1_ci_low"] = cols[f"{s.name}_top1_ci_high"] = np.nan
+        return cols
+    rows = s.rows.set_index("model").reindex(acc_s.index)
+    cols[f"{s.name}_top1_ci_low"] = 1.0 - rows["top1_ci_high"].astype(float)
+    cols[f"{s.name}_top1_ci_high"] = 1.0 - rows["top1_ci_low"].astype(float)
+    cols[f"{s.name}_protocol"] = _text_column(rows, "protocol")
+    return cols
+
+
+def _shift_columns(s: ShiftSet, reference: str, ref_rows: pd.DataFrame, summary: pd.DataFrame,
+                   reader: RecordReader, n_boot: int, seed: int) -> tuple[pd.DataFrame, dict, list[str]]:
+    """One shift set's columns of the shifts table (by model), its fit row, and notes."""
+    cells, note = _shared_cells(s)
+    notes = [note] if note else []
+    acc_s = _set_accuracy(s, cells)
+    both, a, b, er = _fit_set(1.0 - ref_rows["top1_err"], acc_s)
+    cols = _accuracy_columns(s, acc_s)
+    if s.corrupted:
+        cols = cols.join(_mce_for(s, summary, cols.index))
+    cols[f"{s.name}_ER"] = er.reindex(cols.index)
+    cols[f"{s.name}_ER_ci_low"] = cols[f"{s.name}_ER_ci_high"] = np.nan
+    boot = _bootstrap_set(s, cells, both, ref_rows, reader, n_boot, seed)
+    if boot is not None:
+        cols.loc[both, f"{s.name}_ER_ci_low"], cols.loc[both, f"{s.name}_ER_ci_high"] = boot.er_low, boot.er_high
+        if s.corrupted:
+            cols.loc[both, f"{s.name}_top1_ci_low"] = boot.acc_low
+            cols.loc[both, f"{s.name}_top1_ci_high"] = boot.acc_high
+    if len(both) < metrics.MIN_FIT_MODELS:
+        have = f"{len(both)} {'has' if len(both) == 1 else 'have'}"
+        notes.append(f"{s.name}: effective robustness needs >= {metrics.MIN_FIT_MODELS} models with both "
+                     f"{reference} clean and {s.name} accuracies; {have} both, so it is left empty.")
+    elif boot is None:
+        notes.append(f"{s.name}: no bootstrap interval (per-image records missing for some cell).")
+    nan2 = (math.nan, math.nan)
+    fit = {"shift_set": s.name, "dataset": s.dataset, "protocol": s.protocol, "n_cells": len(cells),
+           "n_models": len(both), "slope": a, "intercept": b,
+           "slope_ci_low": (boot.slope if boot else nan2)[0], "slope_ci_high": (boot.slope if boot else nan2)[1],
+           "intercept_ci_low": (boot.intercept if boot else nan2)[0],
+           "intercept_ci_high": (boot.intercept if boot else nan2)[1]}
+    return cols, fit, notes
+
+
+def _reference_columns(models: list[str], reference: str, ref_rows: pd.DataFrame) -> pd.DataFrame:
+    """Clean ImageNet top-1 accuracy per model with its Wilson interval (from the error's)."""
+    rows = ref_rows.reindex(models)
+    return pd.DataFrame({"reference_dataset": reference,
+                         "clean_top1_acc": 1.0 - rows["top1_err"].astype(float),
+                         "clean_top1_ci_low": 1.0 - rows["top1_ci_high"].astype(float),
+                         "clean_top1_ci_high": 1.0 - rows["top1_ci_low"].astype(float)}, index=pd.Index(models))
+
+
+def shift_report(df: pd.DataFrame, summary: pd.DataFrame, reference_dataset: str | None = "auto",
+                 n_boot: int = 1000, seed: int = 0, reader: RecordReader | None = None) -> ShiftReport:
+    """The distribution-shift table: per model clean ImageNet accuracy, each shift set's accuracy, the ImageNet-C
+    mCE and the effective robustness on each set (Taori et al. 2020) with 95 % bootstrap-over-images intervals.
+
+    Empty (with a note when shift sets exist) without a reference; a set with fewer than 3 models keeps NaN ER.
+    """
+    reader = reader or RecordReader()
+    reference = resolve_reference_dataset(df, reference_dataset)
+    sets = shift_sets(df, reference)
+    if reference is None or not sets:
+        notes = [] if not sets else [
+            f"No effective robustness: no clean ImageNet val cell ({' or '.join(REFERENCE_DATASETS)}) in the "
+            "results; evaluate one with suite=clean, or name another with report.reference_dataset=..."]
+        return ShiftReport(reference, pd.DataFrame(), pd.DataFrame(), notes, n_boot, seed)
+    ref_rows = _reference_rows(df, reference)
+    models = sorted(set(ref_rows.index).union(*(set(s.rows["model"]) for s in sets)))
+    table, fits, notes = _reference_columns(models, reference, ref_rows), [], []
+    for s in sets:
+        cols, fit, set_notes = _shift_columns(s, reference, ref_rows, summary, reader, n_boot, seed)
+        table = table.join(cols)
+        fits.append(fit)
+        notes += set_notes
+    table = table.rename_axis("model").reset_index()
+    return ShiftReport(reference, table, pd.DataFrame(fits), notes, n_boot, seed)

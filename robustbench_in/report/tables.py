@@ -1,5 +1,5 @@
 """The summary as text: two LaTeX (booktabs) tables for a paper and the same tables, plus the per-corruption
-errors, as GitHub Markdown.
+errors, as GitHub Markdown; and the distribution-shift table (accuracy per shift set, effective robustness).
 
 Only formatting lives here (percent, CIs in brackets, the best value per column in bold, escaping), so the
 numbers are those of ``summary`` whatever the output. Errors are fractions in the DataFrames and printed as
@@ -158,3 +158,115 @@ def to_markdown(summary: pd.DataFrame, corruptions: pd.DataFrame | None = None) 
                 out += [f"### {ds}", ""]
             out += [markdown_table(["Model", *names], rows), ""]
     return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------- distribution shifts
+
+SHIFT_LABELS = {"imagenet_v2": "IN-V2", "imagenet_sketch": "IN-Sketch", "imagenet_r": "IN-R", "imagenet_a": "IN-A",
+                "objectnet": "ObjectNet", "imagenet_c": "IN-C", "imagenet_c_folder": "IN-C (files)"}
+ER_NOTE = ("Effective robustness (Taori et al., NeurIPS 2020): over the models of this report, "
+           "logit(acc_S) = a·logit(acc_IN) + b is fitted by least squares (accuracies clipped to [1e-4, 1 - 1e-4]); "
+           "ER_S = acc_S - sigmoid(a·logit(acc_IN) + b), in points. Intervals: 95 % percentile bootstrap over the "
+           "images of both sets (shared by all models), refitting the line in every replicate.")
+
+
+def shift_label(fit) -> str:
+    """A shift set's column label: the paper's short name, with the protocol when it is the class subset."""
+    name, dataset = str(fit["shift_set"]), str(fit["dataset"])
+    label = SHIFT_LABELS.get(name) or SHIFT_LABELS.get(dataset, dataset)
+    return label + (" (subset)" if fit.get("protocol") == "subset" else "")
+
+
+def _shift_spec(report) -> list[tuple[str, str, str]]:
+    """(kind, column prefix, header) of the shifts table: accuracies, ImageNet-C mCEs, then ER per set."""
+    fits = list(report.fits.to_dict("records"))
+    spec = [("acc", "clean", f"IN ({report.reference})")]
+    spec += [("acc", f["shift_set"], shift_label(f)) for f in fits]
+    for f in fits:
+        kind_col = f"{f['shift_set']}_mCE_kind"
+        if kind_col in report.table:
+            alexnet = (report.table[kind_col] == "alexnet").all()
+            spec.append(("mce", f["shift_set"], f"{shift_label(f)} {'mCE†' if alexnet else 'unnorm. mCE'}"))
+    spec += [("er", f["shift_set"], f"ER {shift_label(f)}") for f in fits]
+    return spec
+
+
+def _signed(x: float) -> str:
+    return f"{100.0 * x:+.1f}"
+
+
+def _shift_cell(row, kind: str, prefix: str, latex: bool) -> str:
+    """One cell: accuracy or ER in % with its interval in brackets, or the mCE; a dash where there is none."""
+    dash = "--" if latex else "–"
+    if kind == "mce":
+        return _pct(row.get(f"{prefix}_mCE", math.nan)) or dash
+    if kind == "acc":
+        col, ci, fmt = f"{prefix}_top1_acc", f"{prefix}_top1_ci", _pct
+    else:
+        col, ci, fmt = f"{prefix}_ER", f"{prefix}_ER_ci", _signed
+    v = row.get(col, math.nan)
+    if v is None or not np.isfinite(v):
+        return dash
+    lo, hi = row.get(f"{ci}_low"), row.get(f"{ci}_high")
+    text = fmt(v)
+    if lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi):
+        text += rf" {{\scriptsize[{fmt(lo)}, {fmt(hi)}]}}" if latex else f" [{fmt(lo)}, {fmt(hi)}]"
+    return text.replace("-", "$-$") if latex and kind == "er" else text
+
+
+def _fit_lines(report) -> list[str]:
+    """One line per shift set: the fitted a and b with their bootstrap intervals, over how many models."""
+    lines = []
+    for f in report.fits.to_dict("records"):
+        if not np.isfinite(f["slope"]):
+            continue
+        ci = ""
+        if np.isfinite(f["slope_ci_low"]):
+            ci = (f" (a in [{f['slope_ci_low']:.2f}, {f['slope_ci_high']:.2f}], "
+                  f"b in [{f['intercept_ci_low']:.2f}, {f['intercept_ci_high']:.2f}])")
+        lines.append(f"{shift_label(f)}: logit(acc) = {f['slope']:.3f}·logit(acc_IN) "
+                     f"{'+' if f['intercept'] >= 0 else '-'} {abs(f['intercept']):.3f}{ci}, {f['n_models']} models, "
+                     f"{f['n_cells']} cell(s)")
+    return lines
+
+
+def shifts_markdown(report) -> str:
+    """The "Distribution shifts" section of summary.md: the table, the fits, and the notes ("" when nothing)."""
+    if report.table.empty and not report.notes:
+        return ""
+    out = ["", "## Distribution shifts", ""]
+    if not report.table.empty:
+        spec = _shift_spec(report)
+        rows = [[str(r["model"])] + [_shift_cell(r, k, p, latex=False) for k, p, _ in spec]
+                for r in report.table.to_dict("records")]
+        notes = [f"n_boot = {report.n_boot}, seed = {report.seed}."]
+        if any(h.endswith("unnorm. mCE") for _, _, h in spec):
+            notes.append("unnorm. mCE: mean top-1 error over corruptions without AlexNet normalisation (not an mCE).")
+        if any(h.endswith("†") for _, _, h in spec):
+            notes.append("† " + ALEXNET_NOTE)
+        out += [markdown_table(["Model", *[h for _, _, h in spec]], rows),
+                "Top-1 accuracy (%) with 95 % CIs (Wilson for one cell, bootstrap over images for the ImageNet-C "
+                "mean); ER in points. " + ER_NOTE + " " + " ".join(notes), ""]
+        out += [f"- {line}" for line in _fit_lines(report)]
+    out += [f"- {note}" for note in report.notes]
+    return "\n".join(out) + "\n"
+
+
+def shifts_latex(report, label: str = "tab:shifts") -> str:
+    """The shifts table as one booktabs table* (same style as summary.tex)."""
+    spec = _shift_spec(report)
+    header = ["Model"] + [_latex_escape(h).replace("†", r"$^\dagger$") for _, _, h in spec]
+    body = [[_latex_escape(r["model"])] + [_shift_cell(r, k, p, latex=True) for k, p, _ in spec]
+            for r in report.table.to_dict("records")]
+    caption = _latex_escape("Accuracy under distribution shift: top-1 accuracy (%, 95 % CIs in brackets), "
+                            "ImageNet-C mCE and effective robustness (ER, points). " + ER_NOTE)
+    caption = caption.replace("·", r"$\cdot$").replace("†", r"$^\dagger$")
+    if any(h.endswith("†") for _, _, h in spec):
+        caption += " $^\\dagger$ " + _latex_escape(ALEXNET_NOTE)
+    lines = ["% Requires \\usepackage{booktabs}. Generated by robustbench_in.report.",
+             r"\begin{table*}[t]", r"\centering", r"\small", r"\setlength{\tabcolsep}{3pt}",
+             rf"\caption{{{caption}}}", rf"\label{{{label}}}",
+             r"\begin{tabular}{l" + "r" * len(spec) + "}", r"\toprule", " & ".join(header) + r" \\", r"\midrule"]
+    lines += [" & ".join(r) + r" \\" for r in body]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table*}"]
+    return "\n".join(lines) + "\n"

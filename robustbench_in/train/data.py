@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from robustbench_in.data.datasets import DataSpec, ImageList, build_dataset
-from robustbench_in.data.loader import UNREADABLE, collate, open_rgb, skip_record, worker_context
+from robustbench_in.data.loader import UNREADABLE, collate, decode, skip_record, worker_context
 from robustbench_in.data.preprocessing import INTERPOLATIONS, Preprocessing
 
 
@@ -78,7 +78,7 @@ class TrainCrops(Dataset):
         item = self.images.items[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         try:
-            rgb = open_rgb(item.path, self.images.max_pixels)
+            rgb = decode(item, self.images)
         except UNREADABLE as err:
             return skip_record(item, err)
         left, top, w, h = random_resized_crop_box(rng, rgb.width, rgb.height, self.scale)
