@@ -18,7 +18,8 @@ def test_docs_catalogue_is_up_to_date():
 
 
 def test_catalogue_lists_every_builtin_with_its_parameters():
-    names = set(corruptions.IMAGENET_C) | set(corruptions.IMAGENET_C_EXTRA) | set(corruptions.SENSOR)
+    names = (set(corruptions.IMAGENET_C) | set(corruptions.IMAGENET_C_EXTRA) | set(corruptions.SENSOR)
+             | set(corruptions.IMAGENET_C_BAR))
     assert set(builtin_corruptions()) == names
     md = catalog_markdown()
     for name in names:

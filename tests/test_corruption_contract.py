@@ -148,8 +148,10 @@ def test_benchmark_sets_come_from_the_registry_in_the_papers_order():
     assert tuple(list_corruptions(benchmark="imagenet_c_extra")) == PAPER_IMAGENET_C_EXTRA
     assert corruptions.SENSOR == tuple(list_corruptions(benchmark="sensor")) == tuple(list_corruptions("sensor"))
     assert len(corruptions.SENSOR) == 13
-    # list_corruptions(): the 15, the 4 extras, the sensor shifts, then plug-ins (no benchmark set)
-    builtins = [*PAPER_IMAGENET_C, *PAPER_IMAGENET_C_EXTRA, *corruptions.SENSOR]
+    assert corruptions.IMAGENET_C_BAR == tuple(list_corruptions(benchmark="imagenet_c_bar"))
+    assert len(corruptions.IMAGENET_C_BAR) == 10
+    # list_corruptions(): the 15, the 4 extras, the sensor shifts, ImageNet-C-bar, then plug-ins (no benchmark set)
+    builtins = [*PAPER_IMAGENET_C, *PAPER_IMAGENET_C_EXTRA, *corruptions.SENSOR, *corruptions.IMAGENET_C_BAR]
     assert list_corruptions()[:len(builtins)] == builtins
     assert all(get_corruption(n).benchmark == "" for n in list_corruptions()[len(builtins):])
     assert get_corruption("brightness").category == "weather"  # ImageNet-C's grouping
