@@ -87,6 +87,43 @@ DEFAULT_CAMERA = Camera(rgb2cam=_rgb2cam_from_xyz2cam(
     [[sum(m[i][j] for m in _BROOKS_XYZ2CAMS) / len(_BROOKS_XYZ2CAMS) for j in range(3)] for i in range(3)]))
 
 
+# ---------------------------------------------------------------------------------------------------- illuminants
+
+
+def planckian_xy(cct: float) -> tuple[float, float]:
+    """CIE 1931 (x, y) of a black body at ``cct`` kelvin (cubic-spline fit of Kim et al., J. Korean Phys. Soc. 41,
+    2002; 1667-25000 K), so that white-balance errors move along the locus of real illuminants."""
+    t = float(cct)
+    if not 1667.0 <= t <= 25000.0:
+        raise ValueError(f"cct must be in [1667, 25000] K, got {cct}")
+    if t <= 4000.0:
+        x = -0.2661239e9 / t ** 3 - 0.2343589e6 / t ** 2 + 0.8776956e3 / t + 0.179910
+    else:
+        x = -3.0258469e9 / t ** 3 + 2.1070379e6 / t ** 2 + 0.2226347e3 / t + 0.240390
+    if t <= 2222.0:
+        y = -1.1063814 * x ** 3 - 1.34811020 * x ** 2 + 2.18555832 * x - 0.20219683
+    elif t <= 4000.0:
+        y = -0.9549476 * x ** 3 - 1.37418593 * x ** 2 + 2.09137015 * x - 0.16748867
+    else:
+        y = 3.0817580 * x ** 3 - 5.87338670 * x ** 2 + 3.75112997 * x - 0.37001483
+    return x, y
+
+
+def illuminant_camera_rgb(cct: float, camera: Camera | None = None) -> torch.Tensor:
+    """Camera RGB (float64, green = 1) of a black-body illuminant: what the camera's raw sees of a white lit by it.
+
+    rgb2cam's rows are normalised so that D65 white gives (1, 1, 1), i.e. this is the illuminant's colour relative
+    to D65 through the camera's own spectral sensitivities; the ratio of two of these is the gain error of a camera
+    that white-balances for one illuminant under the other.
+    """
+    camera = camera or DEFAULT_CAMERA
+    x, y = planckian_xy(cct)
+    xyz = torch.tensor([x / y, 1.0, (1.0 - x - y) / y], dtype=torch.float64)
+    rgb = torch.linalg.solve(torch.tensor(_RGB2XYZ, dtype=torch.float64), xyz)
+    cam = torch.tensor(camera.rgb2cam, dtype=torch.float64) @ rgb
+    return cam / cam[1]
+
+
 # ----------------------------------------------------------------------------------------------- tone and colour
 
 
@@ -142,18 +179,24 @@ def quantize(images: torch.Tensor, bits: float | None) -> torch.Tensor:
 
 
 def process(raw: torch.Tensor, camera: Camera = DEFAULT_CAMERA, wb_gains: torch.Tensor | None = None,
-            output_bits: int | None | str = "camera") -> torch.Tensor:
+            output_bits: int | None | str = "camera", clip_balanced: bool = True) -> torch.Tensor:
     """Full-colour linear raw (N, 3, H, W) -> sRGB in [0, 1]: gains, clip, colour correction, gamma, tone, quantise.
 
     ``wb_gains``: per-image (N, 3) white-balance gains to use instead of the camera's (white-balance errors).
     The white-balanced camera RGB is clipped to [0, 1] (black level and highlight clipping, see the module
-    docstring). ``output_bits``: "camera" = the camera's output depth (8 bits), an int, or None for floats.
+    docstring). ``clip_balanced=False`` clips only the raw, at black and at the sensor's full scale, and lets
+    balanced values above white through the colour matrix to the output clip: for digital gains on unsaturated
+    raw (a wrong white balance), which a clip before the matrix would cut and its negative terms shift in hue.
+    ``output_bits``: "camera" = the camera's output depth (8 bits), an int, or None for floats.
     """
+    if not clip_balanced:
+        raw = raw.clamp(0.0, 1.0)
     if wb_gains is None:
         balanced = raw * camera.gains(raw)
     else:
         balanced = raw * wb_gains.to(raw).view(-1, 3, 1, 1) * camera.brightness_gain
-    balanced = balanced.clamp(0.0, 1.0)
+    if clip_balanced:
+        balanced = balanced.clamp(0.0, 1.0)
     linear = apply_matrix(balanced, camera.matrix(balanced, inverse=True))
     out = linear_to_srgb(linear, camera)
     return quantize(out, camera.output_bits if output_bits == "camera" else output_bits)

@@ -29,6 +29,7 @@ from corruptions.camera import (
     DEFAULT_CAMERA,
     DEMOSAIC,
     half_diagonal,
+    illuminant_camera_rgb,
     mosaic,
     pixel_coordinates,
     process,
@@ -52,7 +53,10 @@ SENSOR_NOISE_ISO = {1: 800, 2: 1600, 3: 3200, 4: 6400, 5: 12800}
 LOW_LIGHT = {1: (1.0, 200, 0.5, 10), 2: (2.25, 200, 1.125, 10), 3: (3.5, 200, 1.75, 10), 4: (4.5, 200, 2.25, 10),
              5: (5.5, 200, 2.75, 10)}
 OVEREXPOSURE_STOPS = {1: 1.0, 2: 1.5, 3: 2.0, 4: 2.5, 5: 3.0}
-WHITE_BALANCE_STOPS = {1: 0.5, 2: 0.75, 3: 1.0, 4: 1.5, 5: 2.0}  # red x 2^(±e), blue x 2^(∓e)
+# White balance off along the black-body locus: the scene's light is this many mired (1e6 / K) warmer than the
+# daylight (6504 K) the camera balanced for, or the reverse mistake (a cool cast). s4 ~ CIE A (2856 K), s5 2500 K.
+WHITE_BALANCE_MIRED = {1: 50, 2: 100, 3: 150, 4: 200, 5: 250}
+WHITE_BALANCE_DAYLIGHT_K = 6504.0
 # (demosaic, photosite pitch in image pixels at 224)
 BAYER = {1: ("bilinear", 1.0), 2: ("bilinear", 1.25), 3: ("bilinear", 1.5), 4: ("bilinear", 2.0), 5: ("bilinear", 2.5)}
 DEFECT_FRACTION = {1: 0.01, 2: 0.02, 3: 0.035, 4: 0.06, 5: 0.1}  # of photosites, half hot, half dead
@@ -66,7 +70,10 @@ ROLLING_SHUTTER = {1: (0.05, 0.005), 2: (0.12, 0.012), 3: (0.16, 0.016), 4: (0.2
 ROLLING_SHUTTER_EXPOSURE_RATIO = 0.125  # exposure time / readout time: the pan smears this much of the skew
 ROLLING_SHUTTER_SMEAR_TAPS = 7
 SHARPEN = {1: (1.5, 1.5), 2: (3.0, 2.0), 3: (6.0, 2.0), 4: (10.0, 2.5), 5: (20.0, 3.0)}  # (amount, sigma px at 224)
-ADC_BITS = {1: 6.0, 2: 5.0, 3: 4.25, 4: 3.5, 5: 2.75}  # effective bits of the raw ADC
+ADC_BITS = {1: 5.0, 2: 4.25, 3: 3.75, 4: 3.25, 5: 2.75}  # effective bits of the raw ADC
+# per-colour analogue gain ahead of the ADC (R, G, B): the camera's daylight white balance, so that a neutral
+# reaches the ADC at the same level in all three colours and every colour uses the same part of its range
+ADC_ANALOG_GAINS = (DEFAULT_CAMERA.red_gain, 1.0, DEFAULT_CAMERA.blue_gain)
 DOUBLE_JPEG = {1: (75, 60), 2: (55, 40), 3: (40, 25), 4: (25, 15), 5: (15, 8)}  # (camera quality, re-save quality)
 DOUBLE_JPEG_SHIFT = 4  # pixels cropped between the two saves: the second 8x8 grid is misaligned
 
@@ -151,13 +158,26 @@ def hot_dead_pixels(images: torch.Tensor, severity: int, seeds: torch.Tensor) ->
 
 
 @register_corruption("low_bit_depth", category="sensor", benchmark="sensor", random=False,
-                     params={s: {"adc_bits": v} for s, v in ADC_BITS.items()})
+                     params={s: {"adc_bits": v, "analog_gains": ADC_ANALOG_GAINS} for s, v in ADC_BITS.items()})
 def low_bit_depth(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
-    """A coarse analogue-to-digital converter: linear raw rounded to 6 down to 2.75 effective bits, so after gamma
-    the shadows band into a few flat levels (posterisation concentrated in the dark tones) and, because red and
-    blue use only part of the raw range before white balance, with colour casts. Pointwise, size-independent."""
-    raw = quantize(unprocess(images), ADC_BITS[severity])
-    return _out(process(raw), images)
+    """A coarse analogue-to-digital converter: linear raw rounded to 5 down to 2.75 effective bits, so after gamma
+    the tones band into a few flat levels, most coarsely in the shadows (linear steps), which sink to black.
+
+    Each colour is digitised in the same raw units behind per-colour analogue gains set to the daylight white
+    balance (as in CMOS sensors with per-colour analogue gain), so a grey reaches the ADC at one level in all three
+    colours and gets one code. Without them red and blue (raw white at 37 % and 47 % of full scale) got half of
+    green's levels, and a grey's unequal steps, amplified about 2x by the colour matrix, became the wide pink and
+    green planes no camera shows. Milder colour steps remain wherever a smooth colour's three channels round
+    apart; a camera's chroma noise reduction removes such low-signal colour blotches, modelled in the limit: each
+    pixel keeps its own chroma and takes its level (the mean of its three codes) from the ADC. Pointwise,
+    size-independent.
+    """
+    gains = torch.tensor(ADC_ANALOG_GAINS, dtype=work_dtype(images), device=images.device).view(1, 3, 1, 1)
+    signal = unprocess(images) * gains  # at the ADC's input
+    digitised = quantize(signal, ADC_BITS[severity])
+    level = signal.mean(1, keepdim=True)
+    scale = digitised.mean(1, keepdim=True) / level.clamp_min(1e-12)  # the pixel's digitised level, its own chroma
+    return _out(process(signal * scale / gains), images)
 
 
 @register_corruption("bayer_demosaic", category="sensor", benchmark="sensor", random=False,
@@ -267,19 +287,44 @@ def rolling_shutter(images: torch.Tensor, severity: int, seeds: torch.Tensor) ->
 # ------------------------------------------------------------------------------------------------- processing
 
 
+def white_balance_gain_error(mired: float) -> torch.Tensor:
+    """(3,) float64 raw gain error, green = 1, of a camera balanced for daylight under a light ``mired`` warmer (a
+    warm cast); its inverse is the reverse mistake (balanced for that light, shooting in daylight: a cool cast)."""
+    warm_k = 1e6 / (1e6 / WHITE_BALANCE_DAYLIGHT_K + mired)
+    return illuminant_camera_rgb(warm_k) / illuminant_camera_rgb(WHITE_BALANCE_DAYLIGHT_K)
+
+
 @register_corruption("white_balance_error", category="sensor", benchmark="sensor", random=True,
-                     params={s: {"error_stops": v} for s, v in WHITE_BALANCE_STOPS.items()})
+                     params={s: {"mired": v, "red_blue_ratio": round(float(white_balance_gain_error(v)[0]
+                                                                              / white_balance_gain_error(v)[2]), 3)}
+                             for s, v in WHITE_BALANCE_MIRED.items()})
 def white_balance_error(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
-    """A wrong colour-temperature estimate: the camera's red gain is off by 2^(±e) and its blue gain by 2^(∓e),
-    e = 0.5-2 stops (the red/blue balance is off by 2^(2e)); warm (too red) or cool (too blue) at random per
-    image. Pointwise, size-independent."""
-    e = WHITE_BALANCE_STOPS[severity]
+    """A wrong white balance: the camera balances for a light 50-250 mired (1e6 / K) away from the one in the scene,
+    along the black-body locus, so the picture takes a warm or cool tint (at random per image).
+
+    Range: in raw, 50 mired (s1) is ~6 deg of angular error, a typical auto-white-balance miss (simple statistical
+    AWB such as grey world errs by about 4-6 deg in median, 10-15 deg in its worst quarter, on the Gehler-Shi and
+    NUS benchmarks); 100-150 (s2-s3, 11-16 deg) are such worst cases; 200 (s4, 21 deg) is D65 vs CIE illuminant
+    A, a daylight preset under tungsten light or the reverse; 250 (s5) is daylight vs 2500 K, the warm end of a
+    camera's Kelvin scale. The gain error is the ratio of the camera's raw response to the two lights
+    (:func:`white_balance_gain_error`): red/blue 1.4x (s1) to 5.1x (s5); D65 vs A is 3.4-4x for each of Brooks et
+    al.'s four cameras. A 16x red/blue error (2 stops on each) clips two channels in ~40 % of a photo's pixels
+    (1.4 % clean): flat blue or orange planes instead of a tint; at s5 here it is 4 %.
+
+    Highlights: the gains stay referred to green, as a camera's are, so exposure is unchanged (normalising them to
+    <= 1 would avoid every clip but darken the image by 0.6-2 stops, which a camera's metering does not do). They
+    scale raw that did not saturate, so the balanced values go through the colour matrix unclipped and only the
+    output encoding clips (``process(clip_balanced=False)``): the brightest tinted tones fade toward white, a
+    cool cast's through cyan and a warm one's through yellow, as in a camera JPEG, instead of being cut before
+    the matrix and bent in hue by its negative terms. Pointwise, size-independent.
+    """
     raw = unprocess(images)
-    sign = torch.where(rng.uniform(seeds, (1,), stream=0) < 0.5, -1.0, 1.0).to(raw).view(-1)
+    sign = torch.where(rng.uniform(seeds, (1,), stream=0) < 0.5, -1.0, 1.0).to(raw).view(-1, 1)
+    error = white_balance_gain_error(WHITE_BALANCE_MIRED[severity]).log().to(raw).view(1, 3)
     cam = DEFAULT_CAMERA
-    gains = torch.stack([cam.red_gain * 2.0 ** (sign * e), torch.ones_like(sign), cam.blue_gain * 2.0 ** (-sign * e)],
-                        dim=1)
-    return _out(process(raw, wb_gains=gains), images)
+    gains = torch.tensor([cam.red_gain, 1.0, cam.blue_gain], dtype=raw.dtype, device=raw.device)
+    gains = gains * torch.exp(sign * error)
+    return _out(process(raw, wb_gains=gains, clip_balanced=False), images)
 
 
 @register_corruption("oversharpening", category="sensor", benchmark="sensor", random=False,

@@ -195,6 +195,69 @@ def test_sensor_noise_is_signal_dependent():
     assert raw_bright[0, 1].std() > 1.5 * raw_dark[0, 1].std()
 
 
+def grey_ramp(n: int = 256) -> torch.Tensor:
+    """A neutral ramp from black to white along the width, (1, 3, 2, n)."""
+    return torch.linspace(0, 1, n).view(1, 1, 1, n).expand(1, 3, 2, n).contiguous()
+
+
+def _hue_degrees(rgb: torch.Tensor) -> torch.Tensor:
+    """Hue angle (0-360) of (3, n) colours, from the opponent axes of HSV's hexcone (atan2 form)."""
+    r, g, b = rgb
+    return torch.rad2deg(torch.atan2(math.sqrt(3.0) * (g - b), 2.0 * r - g - b)) % 360.0
+
+
+@pytest.mark.parametrize("severity", SEVERITIES)
+def test_white_balance_error_tints_a_grey_ramp_without_posterising(severity):
+    """A wrong white balance tints: a grey ramp stays a smooth ramp of one hue, every channel keeps many levels and
+    rises with the input. (A 16x red/blue error left a channel stuck at 0 for the whole ramp.)"""
+    fn = get_corruption("white_balance_error")
+    ramp = grey_ramp()
+    casts = set()
+    for seed in range(8):  # both directions occur among these seeds
+        out = fn(ramp, severity, torch.tensor([seed]))[0, :, 0, :]
+        q = torch.round(out * 255)
+        assert (q[:, 1:] >= q[:, :-1]).all(), "every channel rises with the grey level"
+        assert min(len(torch.unique(c)) for c in q) >= 64, [len(torch.unique(c)) for c in q]
+        assert len(torch.unique(q.T, dim=0)) >= 240
+        visible = out[:, 26:]  # above ~10 % grey, where the hue is defined
+        warm = bool((visible[0] > visible[2]).all())
+        assert warm or bool((visible[2] > visible[0]).all()), "one cast along the whole ramp"
+        hue = _hue_degrees(visible)
+        hue = (hue - hue[0] + 180.0) % 360.0 - 180.0  # relative to the darkest visible step
+        assert hue.max() - hue.min() <= 45.0, (hue.min().item(), hue.max().item())
+        casts.add(warm)
+    assert casts == {True, False}
+
+
+def test_white_balance_error_range_is_a_camera_range():
+    """Severities grow, along the black-body locus, up to daylight vs 2500 K: a few-x red/blue error, not 16x."""
+    params = get_corruption("white_balance_error").params
+    ratios = [params[s]["red_blue_ratio"] for s in SEVERITIES]
+    assert all(b > a for a, b in zip(ratios, ratios[1:])), ratios
+    assert 1.2 < ratios[0] and ratios[-1] < 6.0, ratios
+    assert torch.allclose(corruptions.sensor.white_balance_gain_error(0.0), torch.ones(3, dtype=torch.float64))
+    # D65 vs CIE illuminant A (2856 K), the daylight/tungsten mistake: 3.4-4x in Brooks et al.'s cameras
+    a = corruptions.sensor.white_balance_gain_error(1e6 / 2856 - 1e6 / corruptions.sensor.WHITE_BALANCE_DAYLIGHT_K)
+    assert 3.0 < float(a[0] / a[2]) < 4.5 and a[1] == 1.0
+
+
+@pytest.mark.parametrize("severity", SEVERITIES)
+def test_low_bit_depth_bands_a_grey_ramp_but_keeps_it_neutral(severity):
+    """Coarse ADC steps band the tones, more coarsely in the shadows, but a grey stays grey: no false colour."""
+    out = get_corruption("low_bit_depth")(grey_ramp(1024), severity, torch.tensor([0]))[0, :, 0, :]
+    q = torch.round(out * 255)
+    assert (q[0] - q[1]).abs().max() <= 1 and (q[2] - q[1]).abs().max() <= 1
+    levels = len(torch.unique(q[1]))
+    assert 3 <= levels <= 64, levels
+    assert len(torch.unique(q[1, :512])) < len(torch.unique(q[1, 512:])), "the dark half has the fewer levels"
+
+
+def test_low_bit_depth_levels_fall_with_severity():
+    fn = get_corruption("low_bit_depth")
+    levels = [len(torch.unique(torch.round(fn(grey_ramp(1024), s, torch.tensor([0])) * 255))) for s in SEVERITIES]
+    assert all(b < a for a, b in zip(levels, levels[1:])), levels
+
+
 # ------------------------------------------------------------------------------------------------ suites
 
 
