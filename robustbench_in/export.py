@@ -315,12 +315,12 @@ def write_images(images: ImageList, cells: list[Cell], paths: list[str], todo: d
     returns the images that could not be read."""
     device = runtime.torch_device
     indices = sorted(set().union(*todo.values()))
-    loader = make_loader(images, preprocessing, runtime.batch_size, runtime.workers, indices=indices,
+    loader = make_loader(images, preprocessing, runtime.first_batch_size, runtime.workers, indices=indices,
                          pin_memory=device.type == "cuda")
     (out_dir / PARTS_DIR).mkdir(exist_ok=True)
     skipped: list[tuple[str, str]] = []
     pool = ThreadPoolExecutor(threads, thread_name_prefix="export")
-    writer = Writer(pool, out_dir, quality, limit=max(4 * threads, 2 * runtime.batch_size), on_done=on_done)
+    writer = Writer(pool, out_dir, quality, limit=max(4 * threads, 2 * runtime.first_batch_size), on_done=on_done)
     try:
         for batch in loader:
             skipped.extend(batch["skipped"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,8 @@ from corruptions.rng import derive_seeds
 from robustbench_in.data.classes import imagenet_classes
 from robustbench_in.data.datasets import ImageList
 from robustbench_in.data.loader import make_loader
+from robustbench_in.evaluate.pipeline import (CachePlan, DecodedShard, ShardPrefetch, accepted_labels, ahead,
+                                               plan_cache)
 from robustbench_in.evaluate.results import RECORD_COLUMNS, ResultStore, cell_summary
 from robustbench_in.evaluate.runtime import Runtime
 from robustbench_in.evaluate.suite import Cell
@@ -103,6 +105,8 @@ class Scorer:
         self.model = self.entry.module.to(device).eval()
         if self.runtime.use_channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward = self.model
+        self.batch_size = self.runtime.first_batch_size  # evaluate() probes it on CUDA (probe_batch_size)
         self.n_classes = len(imagenet_classes())
         index = imagenet_classes().index_of
         self.to_global = torch.tensor([index[w] for w in self.entry.wnids], device=device)
@@ -114,45 +118,97 @@ class Scorer:
                                  "classes among its outputs: use data.protocol=full")
             self.outside_subset = ~inside
 
+    def compile(self) -> None:
+        """``runtime.compile=true``: torch.compile the forward pass, compiled here on one batch of the run's size,
+        so a platform where it cannot work fails before any cell (one line, naming the setting)."""
+        size = self.entry.preprocessing.input_size
+        compiled = torch.compile(self.model)
+        probe = torch.zeros(self.runtime.first_batch_size, 3, size, size, device=self.runtime.torch_device)
+        if self.runtime.use_channels_last:
+            probe = probe.contiguous(memory_format=torch.channels_last)
+        try:
+            with torch.inference_mode(), self.runtime.autocast():
+                compiled(probe)
+        except Exception as err:  # inductor raises many types (no compiler, unsupported op, ...)
+            first = str(err).strip().split("\n")[0][:200]
+            raise ValueError(f"runtime.compile=true: torch.compile failed for {self.entry.name} on "
+                             f"{self.runtime.torch_device} ({type(err).__name__}: {first}): use "
+                             "runtime.compile=false") from None
+        self.forward = compiled
 
-def score_batch(scorer: Scorer, cell: Cell, x: torch.Tensor, batch: dict, accepted: torch.Tensor) -> pd.DataFrame:
-    """One cell of one decoded batch: corrupt, normalise, classify; per-image records (on the host)."""
+    def probe_batch_size(self) -> int:
+        """``runtime.batch_size=null`` on CUDA: the largest power of two up to 512 whose forward pass leaves room
+        for the corruption's working copies (about 12 float copies of the batch); elsewhere the configured size."""
+        device = self.runtime.torch_device
+        if self.runtime.batch_size or device.type != "cuda":
+            return self.runtime.first_batch_size
+        size, free = self.entry.preprocessing.input_size, torch.cuda.mem_get_info(device)[0]
+        for batch in (512, 256, 128):
+            try:
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+                with torch.inference_mode(), self.runtime.autocast():
+                    self.forward(torch.zeros(batch, 3, size, size, device=device))
+                peak = torch.cuda.max_memory_allocated(device) - base
+                if peak + 12 * batch * 3 * size * size * 4 < 0.8 * free:
+                    return batch
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+        return self.runtime.first_batch_size
+
+
+def score_batch(scorer: Scorer, cell: Cell, x: torch.Tensor, image_ids: torch.Tensor,
+                accepted: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One cell of one batch of clean images (float [0, 1] on the device): corrupt, normalise, classify. Returns
+    the per-image records as tensors on the device (copied to the host once per shard, not per batch)."""
     runtime = scorer.runtime
     device = x.device
-    ids = batch["image_ids"]
-    xc = scorer.entry.preprocessing.normalize(corrupt_batch(cell, x, ids.to(device), runtime.seed))
-    if runtime.use_channels_last:
-        xc = xc.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), runtime.autocast():
-        logits = scorer.model(xc)
-    logits = logits.float()
-    if scorer.outside_subset is not None:
-        logits = logits.masked_fill(scorer.outside_subset, float("-inf"))
-    probs = logits.softmax(1)
-    top5 = scorer.to_global[probs.topk(min(5, probs.shape[1]), dim=1).indices]  # (B, 5) global class indices
-    hit = (top5[:, :, None] == accepted[:, None, :]) & (accepted[:, None, :] >= 0)
-    global_probs = torch.zeros(probs.shape[0], scorer.n_classes, device=device).index_add_(1, scorer.to_global,
-                                                                                          probs)
-    p_true = (global_probs.gather(1, accepted.clamp(min=0)) * (accepted >= 0)).sum(1)
-    return pd.DataFrame({
-        "image_id": ids.numpy(), "label": batch["labels"].numpy(),
-        "pred": top5[:, 0].cpu().numpy(), "correct1": hit[:, 0].any(1).cpu().numpy(),
-        "correct5": hit.any(2).any(1).cpu().numpy(), "p_true": p_true.cpu().numpy().astype(np.float32),
-        "confidence": probs.max(1).values.cpu().numpy().astype(np.float32),
-    })
+    with torch.inference_mode():
+        xc = scorer.entry.preprocessing.normalize(corrupt_batch(cell, x, image_ids.to(device), runtime.seed))
+        if runtime.use_channels_last:
+            xc = xc.contiguous(memory_format=torch.channels_last)
+        with runtime.autocast():
+            logits = scorer.forward(xc)
+        logits = logits.float()
+        if scorer.outside_subset is not None:
+            logits = logits.masked_fill(scorer.outside_subset, float("-inf"))
+        probs = logits.softmax(1)
+        top5 = scorer.to_global[probs.topk(min(5, probs.shape[1]), dim=1).indices]  # (B, 5) global class indices
+        hit = (top5[:, :, None] == accepted[:, None, :]) & (accepted[:, None, :] >= 0)
+        global_probs = torch.zeros(probs.shape[0], scorer.n_classes, device=device).index_add_(1, scorer.to_global,
+                                                                                              probs)
+        p_true = (global_probs.gather(1, accepted.clamp(min=0)) * (accepted >= 0)).sum(1)
+        return {"pred": top5[:, 0], "correct1": hit[:, 0].any(1), "correct5": hit.any(2).any(1), "p_true": p_true,
+                "confidence": probs.max(1).values}
 
 
-def score_in_pieces(scorer: Scorer, cell: Cell, x: torch.Tensor, batch: dict, accepted: torch.Tensor) -> pd.DataFrame:
+def records_frame(parts: list[dict[str, torch.Tensor]], image_ids: torch.Tensor, labels: torch.Tensor) -> pd.DataFrame:
+    """Per-batch device records -> one host DataFrame (one copy per column)."""
+    if not parts:
+        return pd.DataFrame({c: [] for c in RECORD_COLUMNS})
+    cols = {k: torch.cat([p[k] for p in parts]).cpu().numpy() for k in parts[0]}
+    return pd.DataFrame({"image_id": image_ids.numpy(), "label": labels.numpy(), "pred": cols["pred"],
+                         "correct1": cols["correct1"], "correct5": cols["correct5"],
+                         "p_true": cols["p_true"].astype(np.float32),
+                         "confidence": cols["confidence"].astype(np.float32)})
+
+
+def batch_records(scorer: Scorer, cell: Cell, x: torch.Tensor, batch: dict, accepted: torch.Tensor) -> pd.DataFrame:
+    """:func:`score_batch` of one loader batch as a host DataFrame (training's held-out scoring, tests)."""
+    return records_frame([score_batch(scorer, cell, x, batch["image_ids"], accepted)], batch["image_ids"],
+                         batch["labels"])
+
+
+def score_in_pieces(scorer: Scorer, cell: Cell, x: torch.Tensor, image_ids: torch.Tensor,
+                    accepted: torch.Tensor) -> list[dict[str, torch.Tensor]]:
     """:func:`score_batch` in pieces of at most ``scorer.max_batch`` images. On CUDA out-of-memory the piece size is
     halved (down to 1, with one note) and kept for the rest of the run; per-image seeds make the records the same
     at any piece size."""
     size = min(len(x), scorer.max_batch or len(x))
     while True:
         try:
-            return pd.concat([
-                score_batch(scorer, cell, x[s:s + size], {k: batch[k][s:s + size] for k in ("image_ids", "labels")},
-                            accepted[s:s + size])
-                for s in range(0, len(x), size)], ignore_index=True)
+            return [score_batch(scorer, cell, x[s:s + size], image_ids[s:s + size], accepted[s:s + size])
+                    for s in range(0, len(x), size)]
         except torch.cuda.OutOfMemoryError:
             if size == 1:
                 raise
@@ -164,45 +220,108 @@ def score_in_pieces(scorer: Scorer, cell: Cell, x: torch.Tensor, batch: dict, ac
                        f"{size} from now on (runtime.batch_size sets the first try)")
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+class CellTimer:
+    """Compute seconds per cell without a device sync per batch: CUDA events on CUDA (read once per shard),
+    the wall clock elsewhere."""
+
+    def __init__(self, device: torch.device, cells: list[Cell]):
+        self.cuda = device.type == "cuda"
+        self.seconds = {c: 0.0 for c in cells}
+        self.events: list[tuple[Cell, object, object]] = []
+
+    def start(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def stop(self, cell: Cell, started) -> None:
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.events.append((cell, started, end))
+        else:
+            self.seconds[cell] += time.perf_counter() - started
+
+    def totals(self) -> dict[Cell, float]:
+        if self.events:
+            self.events[-1][2].synchronize()
+            for cell, begin, end in self.events:
+                self.seconds[cell] += begin.elapsed_time(end) / 1e3
+            self.events = []
+        return self.seconds
+
+
+def _shard_frames(cells: list[Cell], parts: dict, ids: torch.Tensor, labels: torch.Tensor,
+                  timer: CellTimer, wait_seconds: float) -> dict[Cell, pd.DataFrame]:
+    """Each cell's records of one shard, with its compute seconds (plus an equal share of the time spent waiting
+    for decoded images) spread over its images, so a resumed cell still reports its full time."""
+    seconds = timer.totals()
+    out = {}
+    for cell in cells:
+        frame = records_frame(parts[cell], ids, labels)
+        frame["seconds"] = (seconds[cell] + wait_seconds / len(cells)) / max(1, len(frame))
+        out[cell] = frame
+    return out
 
 
 def run_shard(scorer: Scorer, images: ImageList, shard: list[int], cells: list[Cell],
-              on_batch: Callable[[int], None] = lambda n: None) -> tuple[dict[Cell, pd.DataFrame], list]:
-    """Every cell of one shard: each batch decoded once, then scored under each cell. Returns the cells'
-    records (with the compute seconds spread over their images, so a resumed cell still reports its full time)
-    and the files that could not be read."""
-    runtime = scorer.runtime
-    device = runtime.torch_device
-    records: dict[Cell, list[pd.DataFrame]] = {c: [] for c in cells}
-    seconds = {c: 0.0 for c in cells}
-    skipped: list[tuple[str, str]] = []
-    loader = make_loader(images, scorer.entry.preprocessing, runtime.batch_size, runtime.workers, indices=shard,
-                         pin_memory=device.type == "cuda")
+              on_batch: Callable[[int], None] = lambda n: None,
+              decoded: DecodedShard | None = None) -> tuple[dict[Cell, pd.DataFrame], list]:
+    """Every cell of one shard. Streaming (``decoded`` None): each decoded batch is scored under every cell and
+    dropped. Cached: the shard was decoded once into ``decoded``; each cell runs over all of it in turn. Returns
+    the cells' records and the files that could not be read."""
+    if decoded is not None:
+        return _run_cached(scorer, decoded, cells, on_batch), decoded.skipped
+    device = scorer.runtime.torch_device
+    timer, parts, wait = CellTimer(device, cells), {c: [] for c in cells}, 0.0
+    ids, labels, skipped = [], [], []
+    loader = make_loader(images, scorer.entry.preprocessing, scorer.batch_size, scorer.runtime.workers,
+                         indices=shard, pin_memory=device.type == "cuda")
+    batches = ((b["images"], b) for b in _readable(loader, skipped))
+    t0 = time.perf_counter()
+    for x_uint8, batch in ahead(device, batches):
+        x = x_uint8.float().div_(255.0)
+        accepted = accepted_labels(batch).to(device, non_blocking=True)
+        wait += time.perf_counter() - t0
+        for cell in cells:
+            started = timer.start()
+            parts[cell].extend(score_in_pieces(scorer, cell, x, batch["image_ids"], accepted))
+            timer.stop(cell, started)
+            on_batch(len(x))
+        ids.append(batch["image_ids"])
+        labels.append(batch["labels"])
+        t0 = time.perf_counter()
+    empty = torch.zeros(0, dtype=torch.int64)
+    return _shard_frames(cells, parts, torch.cat(ids) if ids else empty, torch.cat(labels) if labels else empty,
+                         timer, wait), skipped
+
+
+def _readable(loader, skipped: list) -> Iterator[dict]:
+    """The loader's batches that hold at least one image; the unreadable files go to ``skipped``."""
     for batch in loader:
         skipped.extend(batch["skipped"])
-        if "images" not in batch:
-            continue
-        t0 = time.perf_counter()
-        x = batch["images"].to(device, non_blocking=True).float().div_(255.0)
-        accepted = torch.cat([batch["labels"][:, None], batch["alt_labels"]], 1).to(device)  # (B, 1+K), -1 = none
-        decode_share = (time.perf_counter() - t0) / len(cells)
-        for cell in cells:
-            t1 = time.perf_counter()
-            records[cell].append(score_in_pieces(scorer, cell, x, batch, accepted))
-            _sync(device)
-            seconds[cell] += time.perf_counter() - t1 + decode_share
-            on_batch(len(batch["image_ids"]))
-    out = {}
+        if "images" in batch:
+            yield batch
+
+
+def _run_cached(scorer: Scorer, decoded: DecodedShard, cells: list[Cell],
+                on_batch: Callable[[int], None]) -> dict[Cell, pd.DataFrame]:
+    """Cell after cell over one decoded shard: slices of the cached uint8 images (copied one slice ahead when
+    the cache is on the host), each corrupted and classified on the device."""
+    device = scorer.runtime.torch_device
+    timer, parts, n = CellTimer(device, cells), {c: [] for c in cells}, len(decoded.images)
+    step = scorer.batch_size
     for cell in cells:
-        frames = [f for f in records[cell] if len(f)]
-        shard_records = (pd.concat(frames, ignore_index=True) if frames
-                         else pd.DataFrame({c: [] for c in RECORD_COLUMNS}))
-        shard_records["seconds"] = seconds[cell] / max(1, len(shard_records))
-        out[cell] = shard_records
-    return out, skipped
+        slices = ((decoded.images[s:s + step], s) for s in range(0, n, step))
+        started = timer.start()
+        for x_uint8, s in ahead(device, slices):
+            parts[cell].extend(score_in_pieces(scorer, cell, x_uint8.float().div_(255.0),
+                                               decoded.image_ids[s:s + step], decoded.accepted[s:s + step]))
+            on_batch(len(x_uint8))
+        timer.stop(cell, started)
+    return _shard_frames(cells, parts, decoded.image_ids, decoded.labels, timer, decoded.seconds)
 
 
 def make_row(cell: Cell, cell_hash: str, records: pd.DataFrame, entry: ModelEntry, runtime: Runtime,
@@ -242,11 +361,13 @@ def evaluate(entry: ModelEntry, images: ImageList, cells: list[Cell], runtime: R
         log(f"resume: {len(cells) - len(pending)} of {len(cells)} cells already in {store.csv}")
     if not pending:
         return [], []
-    scorer = Scorer(entry, runtime, log=log,
-                    class_subset=images.class_subset if images.protocol == "subset" else None)
+    scorer = make_scorer(entry, images, runtime, log)
     n_items = len(images.items)
     shards = [list(range(s, min(s + runtime.shard_size, n_items))) for s in range(0, n_items, runtime.shard_size)]
-    skipped: list[tuple[str, str]] = []
+    plan = plan_cache(runtime.cache, runtime.torch_device, len(shards[0]) if shards else 0,
+                      3 * entry.preprocessing.input_size ** 2, runtime.cache_mb)
+    if plan.mode != "stream" or runtime.cache != "auto":
+        log(f"cache: {plan.mode} ({plan.reason})")
     bar = _progress_bar(runtime, n_items * len(pending), entry.name, len(pending))
 
     def on_batch(n: int) -> None:
@@ -256,28 +377,59 @@ def evaluate(entry: ModelEntry, images: ImageList, cells: list[Cell], runtime: R
             if rate:
                 bar.set_postfix_str(f"{rate / bar.per_cell:.0f} images/s per cell")
 
-    for k, shard in enumerate(shards):
-        if k:  # another process sharing the folder may have finished some cells meanwhile
-            finished = store.finished_cells()
-        todo = [c for c in pending if ids[c] not in finished and not store.shard_done(ids[c], k)]
-        if not todo:
-            on_batch(len(shard) * len(pending))
-            continue
-        shard_records, shard_skipped = run_shard(scorer, images, shard, todo, on_batch)
-        skipped.extend(shard_skipped)
-        if shard_skipped:
-            store.write_skipped(shard_skipped)
-        for cell, recs in shard_records.items():
-            store.write_shard(ids[cell], k, recs)
-    if bar is not None:
-        bar.close()
-
+    try:
+        skipped = _run_shards(scorer, images, shards, pending, ids, store, plan, on_batch)
+    finally:
+        if bar is not None:
+            bar.close()
     rows = []
     n_skipped = store.count_skipped({str(i.path) for i in images.items})
     for cell in pending:
-        row = store.finish_cell(ids[cell], len(shards),
+        row = store.finish_cell(ids[cell], len(shards), runtime.shard_size,
                                 lambda recs, cell=cell: make_row(cell, ids[cell], recs, entry, runtime, ctx, n_skipped,
                                                                  images.protocol))
         if row is not None:
             rows.append(row)
     return rows, skipped
+
+
+def make_scorer(entry: ModelEntry, images: ImageList, runtime: Runtime, log: Callable[[str], None]) -> Scorer:
+    """The model on its device, compiled if asked, with its batch size (probed on CUDA when not configured)."""
+    scorer = Scorer(entry, runtime, log=log, class_subset=images.class_subset if images.protocol == "subset" else None)
+    if runtime.compile:
+        scorer.compile()
+    scorer.batch_size = scorer.probe_batch_size()
+    if runtime.batch_size is None and runtime.torch_device.type == "cuda":
+        log(f"batch size {scorer.batch_size} (the largest that fits {entry.name} on {runtime.torch_device})")
+    return scorer
+
+
+def _run_shards(scorer: Scorer, images: ImageList, shards: list[list[int]], pending: list[Cell],
+                ids: dict[Cell, str], store: ResultStore, plan: CachePlan,
+                on_batch: Callable[[int], None]) -> list[tuple[str, str]]:
+    """Every shard's pending cells into the store; with a cache, the next shard decodes while this one is scored."""
+    prefetch = ShardPrefetch(images, scorer.entry.preprocessing, scorer.runtime, plan) if plan.mode != "stream" \
+        else None
+    skipped: list[tuple[str, str]] = []
+    finished, size = store.finished_cells(), scorer.runtime.shard_size
+    try:
+        for k, shard in enumerate(shards):
+            if k:  # another process sharing the folder may have finished some cells meanwhile
+                finished = store.finished_cells()
+            todo = [c for c in pending if ids[c] not in finished and not store.shard_done(ids[c], k, size)]
+            if not todo:
+                on_batch(len(shard) * len(pending))
+                continue
+            decoded = prefetch.get(k, shard) if prefetch else None
+            if prefetch and k + 1 < len(shards):
+                prefetch.submit(k + 1, shards[k + 1])
+            shard_records, shard_skipped = run_shard(scorer, images, shard, todo, on_batch, decoded)
+            skipped.extend(shard_skipped)
+            if shard_skipped:
+                store.write_skipped(shard_skipped)
+            for cell, recs in shard_records.items():
+                store.write_shard(ids[cell], k, size, recs)
+    finally:
+        if prefetch:
+            prefetch.close()
+    return skipped

@@ -5,7 +5,7 @@ Layout of a results dir::
     results.csv                 one row per finished (model, dataset, corruption, severity) cell
     records/<cell_id>.parquet   per-image records of a finished cell (image_id, label, pred, correct1,
                                 correct5, p_true, confidence): every metric can be recomputed from disk
-    partial/<cell_id>/<k>.parquet  records of finished shards of unfinished cells (removed when done)
+    partial/<cell_id>/<size>x<k>.parquet  records of finished shards of unfinished cells (removed when done)
     skipped.csv                 images that could not be read, with the reason
 
 Every file is written to a temporary name and renamed into place, so a SIGKILL loses at most the shard in flight.
@@ -77,28 +77,31 @@ class ResultStore:
         return set(self.rows()["cell_id"].astype(str))
 
     # --- shards of unfinished cells
-    def _shard_path(self, cell_id: str, shard: int) -> Path:
-        return self.root / "partial" / cell_id / f"{shard:06d}.parquet"
+    def _shard_path(self, cell_id: str, shard: int, size: int) -> Path:
+        """Shard ``shard`` of ``size`` images: the size is in the name, so a run resumed (or a second process
+        started) with another runtime.shard_size never takes a shard of other images for its own."""
+        return self.root / "partial" / cell_id / f"{size}x{shard:06d}.parquet"
 
-    def shard_done(self, cell_id: str, shard: int) -> bool:
-        return self._shard_path(cell_id, shard).is_file()
+    def shard_done(self, cell_id: str, shard: int, size: int) -> bool:
+        return self._shard_path(cell_id, shard, size).is_file()
 
-    def write_shard(self, cell_id: str, shard: int, records: pd.DataFrame) -> None:
-        atomic_write(self._shard_path(cell_id, shard), lambda tmp: records.to_parquet(tmp, index=False))
+    def write_shard(self, cell_id: str, shard: int, size: int, records: pd.DataFrame) -> None:
+        atomic_write(self._shard_path(cell_id, shard, size), lambda tmp: records.to_parquet(tmp, index=False))
 
-    def load_shards(self, cell_id: str, n_shards: int) -> pd.DataFrame:
-        frames = [pd.read_parquet(self._shard_path(cell_id, k)) for k in range(n_shards)]
+    def load_shards(self, cell_id: str, n_shards: int, size: int) -> pd.DataFrame:
+        frames = [pd.read_parquet(self._shard_path(cell_id, k, size)) for k in range(n_shards)]
         frames = [f for f in frames if len(f)]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RECORD_COLUMNS)
 
     # --- finished cells
-    def finish_cell(self, cell_id: str, n_shards: int, make_row: Callable[[pd.DataFrame], dict]) -> dict | None:
+    def finish_cell(self, cell_id: str, n_shards: int, size: int,
+                    make_row: Callable[[pd.DataFrame], dict]) -> dict | None:
         """Under the lock: unless another process finished the cell first, read its shards, write its records
         and then its row (``make_row(records)``); drop its partial shards either way. Returns the row written,
         or None when the cell was already finished."""
         with self.lock():
             if cell_id not in self.finished_cells():
-                records = self.load_shards(cell_id, n_shards)
+                records = self.load_shards(cell_id, n_shards, size)
                 row = make_row(records)
                 rel = f"records/{cell_id}.parquet"
                 atomic_write(self.root / rel, lambda tmp: records.to_parquet(tmp, index=False))

@@ -1,7 +1,8 @@
-"""The ``runtime`` config group: where and how fast to run (device, batch, workers, precision, memory format).
+"""The ``runtime`` config group: where and how fast to run (device, batch, workers, precision, memory format,
+compilation, the decoded-image cache).
 
 None of these settings changes a result beyond floating-point rounding, except precision, which is part of each
-cell's identity. What depends on the machine (``auto`` device, precision and memory format) is derived here, once.
+cell's identity. What depends on the machine (``auto`` device, precision, batch size) is derived here, once.
 """
 
 from __future__ import annotations
@@ -23,24 +24,31 @@ class Precision(str, Enum):
 
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+CACHE_MODES = ("auto", "device", "host", "stream")
+CPU_BATCH = 64  # batch_size=null on CPU: larger batches are no faster for ImageNet models on a few cores
 
 
 @dataclass
 class Runtime:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    batch_size: int = 64
+    batch_size: Optional[int] = None  # null = 64 on CPU; on CUDA the largest power of two <= 1024 that fits
     workers: int = 2
     precision: Precision = Precision.auto
-    channels_last: Optional[bool] = None  # null = on for CUDA
+    channels_last: Optional[bool] = None  # null = on (CPU and CUDA: the faster memory format for convnets)
+    compile: bool = False  # torch.compile the model (first batch pays the compilation)
+    cache: str = "auto"  # decoded shard: device | host (pinned on CUDA) | stream; auto = device on CUDA, else stream
+    cache_mb: Optional[int] = None  # the cache's budget (null = 40% of free device memory / 25% of free host RAM)
     shard_size: int = 2048
     seed: int = 0
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for key, low in (("batch_size", 1), ("shard_size", 1), ("workers", 0)):
+        for key, low in (("batch_size", 1), ("shard_size", 1), ("workers", 0), ("cache_mb", 0)):
             value = getattr(self, key)
             if isinstance(value, int) and value < low:
                 raise ValueError(f"runtime.{key}={value} must be >= {low}")
+        if self.cache not in CACHE_MODES:
+            raise ValueError(f"runtime.cache={self.cache} is not a mode: use {', '.join(CACHE_MODES)}")
         if self.device not in ("auto", "???"):
             try:
                 device = torch.device(self.device)
@@ -66,7 +74,12 @@ class Runtime:
 
     @property
     def use_channels_last(self) -> bool:
-        return self.torch_device.type == "cuda" if self.channels_last is None else bool(self.channels_last)
+        return True if self.channels_last is None else bool(self.channels_last)
+
+    @property
+    def first_batch_size(self) -> int:
+        """The configured batch, or (null) the CPU default; on CUDA the engine probes upward from it."""
+        return self.batch_size or CPU_BATCH
 
     @property
     def show_progress(self) -> bool:

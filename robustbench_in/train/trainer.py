@@ -24,7 +24,7 @@ from torch import nn
 from robustbench_in.data.classes import imagenet_classes
 from robustbench_in.data.datasets import DataSpec, build_dataset
 from robustbench_in.data.loader import make_loader
-from robustbench_in.evaluate.engine import Scorer, score_batch
+from robustbench_in.evaluate.engine import Scorer, batch_records
 from robustbench_in.evaluate.runtime import Runtime
 from robustbench_in.evaluate.suite import CLEAN_CELL
 from robustbench_in.models.registry import ModelEntry, ModelSpec, create_model
@@ -233,7 +233,7 @@ class Trainer:
                 continue
             x = batch["images"].to(self.device).float().div_(255.0)
             accepted = torch.cat([batch["labels"][:, None], batch["alt_labels"]], 1).to(self.device)
-            rec = score_batch(scorer, CLEAN_CELL, x, batch, accepted)
+            rec = batch_records(scorer, CLEAN_CELL, x, batch, accepted)
             rec = rec[rec["label"].isin(self.model_classes)]  # labelled images of the model's classes
             sums[0] += nll(rec["p_true"].to_numpy(np.float64)) * len(rec) if len(rec) else 0.0
             sums[1] += float((~rec["correct1"]).sum())
