@@ -50,3 +50,15 @@ def reference(name: str, image_hwc: np.ndarray, severity: int, seed: int, origin
 def truncate_uint8(images: torch.Tensor) -> torch.Tensor:
     """Float [0, 1] -> uint8 by truncation, as np.uint8 did in the reference generator."""
     return (images.clamp(0, 1) * 255.0).to(torch.uint8)
+
+
+def reference_any(name: str, image_hwc: np.ndarray, severity: int, seed: int) -> np.ndarray:
+    """The speed yardstick for any benchmark corruption, uint8 HWC: imagecorruptions-imaug for ImageNet-C and its
+    extras (``reference(original=False)``), the numpy re-run of the original generator (``cbar_reference``, numpy's
+    generator seeded per image, as ``fidelity_cbar.py`` does) for ImageNet-C-bar."""
+    import cbar_reference
+
+    if name in cbar_reference.LEVELS:
+        np.random.seed(seed)
+        return cbar_reference.corrupt(name, image_hwc, severity)
+    return reference(name, image_hwc, severity, seed, original=False)

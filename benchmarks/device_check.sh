@@ -30,12 +30,12 @@ $PY -c "import torch, torchvision, hydra; print('torch', torch.__version__, 'tor
 cd benchmarks
 step "throughput: resnet50, suite=imagenet_c, default runtime"
 timeout 170 $PY throughput.py --model torchvision --set model.name=resnet50 model.random_init=true \
-  --images 200 --repeat "$(n 25)" --out "$OUT"
+  --images "$(n 200)" --repeat "$(n 25)" --out "$OUT"
 step "throughput: efficientnet_lite0 (real weights), suite=imagenet_c"
-timeout 60 $PY throughput.py --images 200 --repeat "$(n 5)" --out "$OUT"
+timeout 60 $PY throughput.py --images "$(n 200)" --repeat "$(n 5)" --out "$OUT"
 step "throughput: resnet50 with runtime.compile=true"
 timeout 120 $PY throughput.py --model torchvision --set model.name=resnet50 model.random_init=true \
-  runtime.compile=true --images 200 --repeat "$(n 10)" --out "$OUT"
+  runtime.compile=true --images "$(n 200)" --repeat "$(n 10)" --out "$OUT"
 step "memory: 1,000 vs 5,000 images (resnet50, one cell)"
 timeout 90 $PY memory.py --model torchvision --sizes "$(n 1000)" "$(n 5000)" --set model.name=resnet50 \
   model.random_init=true "suite.corruptions=[contrast]" "suite.severities=[3]" --out "$OUT"

@@ -3,14 +3,15 @@
 contrast, elastic_transform, pixelate, jpeg_compression and the extra saturate (category "digital"; brightness,
 ImageNet-C's fourth weather corruption, is in ``corruptions.weather``), plus :func:`jpeg_round_trip`, the uint8 +
 JPEG step that the released ImageNet-C files went through (spec §1.3). Everything is batched torch; only JPEG
-coding runs on CPU (libjpeg through torchvision, which encodes and decodes bit-identically to PIL), and its result
-is moved back to the input's device. The benchmark corruptions are defined (so registered) in the paper's order,
-which is the order ``list_corruptions`` reports them in.
+coding runs on CPU, per image (libjpeg: Pillow's encoder, torchvision's decoder, bit-identical to PIL's round
+trip), and its result is moved back to the input's device. The benchmark corruptions are defined (so registered)
+in the paper's order, which is the order ``list_corruptions`` reports them in.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import math
 import os
 import threading
@@ -19,10 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from corruptions import rng
 from corruptions.common import REFERENCE_SIZE, size_scale, work_dtype
-from corruptions.filters import empty_batch, gaussian_filter, images_per_chunk, map_chunks
+from corruptions.filters import empty_batch, gaussian_filter, map_chunks
 from corruptions.registry import register_corruption
 
 CONTRAST_FACTOR = {1: 0.4, 2: 0.3, 3: 0.2, 4: 0.1, 5: 0.05}  # §3.12
@@ -365,16 +367,101 @@ def pixelate(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.
 def _pixelate_block(images: torch.Tensor, small_h: int, small_w: int, out: torch.Tensor) -> None:
     height, width = images.shape[-2:]
     dtype = work_dtype(images)
-    levels = (images.to(dtype) * 255.0).round_().clamp_(0.0, 255.0).to(torch.int32)
-    small = pil_box_resize(levels, small_h, small_w)
+    levels = (images.to(dtype) * 255.0).round_().clamp_(0.0, 255.0)
     device = str(images.device)
+    rows_plan = _box_sum_plan(height, small_h, device, dtype)
+    cols_plan = _box_sum_plan(width, small_w, device, dtype)
+    if rows_plan is not None and cols_plan is not None:
+        small = _box_down_exact(levels, rows_plan, cols_plan)
+    else:
+        small = pil_box_resize(levels.to(torch.int32), small_h, small_w).to(dtype)
     if _pil_box_taps(small_h, height, device)[2] and _pil_box_taps(small_w, width, device)[2]:
         # the way back up only replicates pixels: float conversion on the small image, columns on the short image,
         # then whole rows copied straight into the output
-        wide = pil_box_resize(small.to(dtype) / 255.0, small_h, width)
+        wide = pil_box_resize(small.div_(255.0), small_h, width)
         torch.index_select(wide.to(out.dtype), -2, _pil_box_taps(small_h, height, device)[0][0], out=out)
     else:
-        out.copy_(pil_box_resize(small, height, width).to(dtype) / 255.0)
+        out.copy_(pil_box_resize(small.to(torch.int32), height, width).to(dtype) / 255.0)
+
+
+_CPU_BOX_BLOCKS = 4  # column blocks of the box-sum product on CPU: 4x fewer multiply-adds than one dense product
+
+
+@functools.lru_cache(maxsize=64)
+def _box_sum_plan(in_size: int, out_size: int, device: str, dtype: torch.dtype):
+    """Pillow's BOX down-sampling along one axis as exact float arithmetic, or None where that is not exact.
+
+    Why: the int32 gathers of :func:`pil_box_resize` made pixelate slower per core than PIL itself. Down-sampling
+    boxes tile the axis and every output's weights are equal, w = round(2**22 / count), so an output is
+    floor(S * w / 2**22 + 0.5) with S the sum of its box: S is a product with a 0/1 matrix (exact: integers
+    <= 255 * count, also in TF32/bf16 products), the scaling is exact in float32 when count is a power of two and
+    never within rounding error of x.5 when count is odd (the distance is >= 1 / (2 count)). Other counts (6, 10,
+    ...) return None. Returns (blocks, factor): blocks [(in_start, in_stop, out_start, out_stop, ones (in, out))]
+    that split the 0/1 matrix block-diagonally at box boundaries (a few on CPU, cutting the multiply-adds;
+    one on GPUs), factor (out,) = w / 2**22.
+    """
+    if out_size > in_size:
+        return None
+    weights = _pil_box_weights_cpu(in_size, out_size)
+    taps = weights != 0
+    counts = taps.sum(dim=1)
+    if not all(c % 2 == 1 or c & (c - 1) == 0 for c in counts.tolist()):
+        return None
+    first = taps.to(torch.int8).argmax(dim=1).tolist()
+    groups = _CPU_BOX_BLOCKS if device == "cpu" else 1
+    cuts = sorted({round(g * out_size / groups) for g in range(groups)} | {out_size})
+    blocks = []
+    for o0, o1 in zip(cuts[:-1], cuts[1:]):
+        i0, i1 = first[o0], first[o1] if o1 < out_size else in_size
+        if taps[o0:o1].sum() != taps[o0:o1, i0:i1].sum():  # a box outside its block: not a tiling
+            return None
+        ones = taps[o0:o1, i0:i1].T.to(device=device, dtype=dtype).contiguous()
+        blocks.append((i0, i1, o0, o1, ones))
+    factor = (weights.max(dim=1).values / (1 << _PIL_PRECISION_BITS)).to(device=device, dtype=dtype)
+    return blocks, factor
+
+
+def _box_down_exact(levels: torch.Tensor, rows_plan, cols_plan) -> torch.Tensor:
+    """PIL BOX down-sampling of float grey levels (N, C, H, W) with :func:`_box_sum_plan`'s plans: columns first,
+    rounded to levels, then rows, as Pillow does; bit-exact. Autocast off: the sums must stay in full precision.
+
+    Columns: block products with the 0/1 matrix. Rows: the k-th row of every box gathered at once (whole rows, a
+    zero row kept after the last image row standing in for the taps shorter boxes lack) and added up.
+    """
+    n, c, height, width = levels.shape
+    col_blocks, col_factor = cols_plan
+    planes = n * c
+    with torch.autocast(levels.device.type, enabled=False):
+        flat = levels.reshape(-1, width)
+        wide = levels.new_empty(planes * height + 1, col_factor.shape[0])
+        wide[-1] = 0.0
+        for i0, i1, o0, o1, ones in col_blocks:
+            torch.mm(flat[:, i0:i1], ones, out=wide[:-1, o0:o1])
+    torch.addcmul(_half(levels), wide, col_factor, out=wide).floor_()  # floor(0.5) keeps the zero row zero
+    taps = _box_rows_index(height, rows_plan[1].shape[0], planes, str(levels.device))
+    small = wide.index_select(0, taps[0])
+    for index in taps[1:]:
+        small += wide.index_select(0, index)
+    small = small.view(planes, -1, wide.shape[-1])
+    factor = rows_plan[1].view(-1, 1).expand(small.shape[1:]).contiguous()
+    return torch.addcmul(_half(levels), small, factor, out=small).floor_().view(n, c, *small.shape[1:])
+
+
+@functools.lru_cache(maxsize=64)
+def _box_rows_index(in_size: int, out_size: int, planes: int, device: str) -> torch.Tensor:
+    """For :func:`_box_down_exact`: (longest box, planes * out) row indices into the stacked (planes * in + 1, W)
+    row table: row k of each output's box; where a box is shorter than k + 1, the table's last row (kept zero)."""
+    taps = _pil_box_weights_cpu(in_size, out_size) != 0
+    counts = taps.sum(dim=1)
+    first = taps.to(torch.int8).argmax(dim=1)
+    offset = torch.arange(int(counts.max())).view(-1, 1)
+    rows = (first + offset).unsqueeze(1) + in_size * torch.arange(planes).view(1, -1, 1)
+    rows = torch.where((offset < counts).unsqueeze(1), rows, planes * in_size)
+    return rows.reshape(rows.shape[0], -1).to(device)
+
+
+def _half(like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(0.5, dtype=like.dtype, device=like.device)
 
 
 # ---------------------------------------------------------------------------------------------------------- JPEG
@@ -394,42 +481,107 @@ def _jpeg_pool(workers: int) -> ThreadPoolExecutor:
         return _jpeg_pools[key]
 
 
-def _jpeg_codec(images: torch.Tensor, quality: int, to_levels) -> torch.Tensor:
-    """JPEG encode + decode of every image with libjpeg (4:2:0, IJG tables, like PIL's defaults) on CPU.
+def _jpeg_codec(images: torch.Tensor, quality: int, levels: str,
+                memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """JPEG encode + decode of every image with libjpeg (4:2:0, IJG tables: PIL's JPEG writer itself) on CPU.
 
-    ``to_levels(block) -> float grey levels 0..255`` says how floats become the uint8 image that is encoded (done in
-    ~2 MiB blocks). Images are coded in parallel on torch's thread count (torchvision's codec ops release the GIL)
-    and converted to float on the calling thread as they arrive. Returns float (N, 3, H, W) on the input's device,
-    in its dtype.
+    ``levels`` says how floats become the uint8 image that is encoded: ``"truncate"`` (:func:`jpeg_round_trip`) or
+    ``"round"`` (:func:`jpeg_compression`), see :func:`_to_levels`. Each image goes float -> levels -> PIL image ->
+    JPEG -> decoded -> float in one pass while it is in cache, on a pool of torch's thread count (one contiguous span
+    of images per thread). The per-image steps are numpy and Pillow, not torch: torch's channel (de)interleaving and
+    float <-> uint8 copies measured 2-6x slower at this size, and a torch op on a pool thread starts an OpenMP team
+    of its own that competes with the caller's. Images on another device are turned into levels there and come over
+    as uint8. Returns float (N, 3, H, W) on the input's device and dtype, in ``memory_format`` (channels_last skips
+    the decoder's HWC -> CHW copy for a channels_last model).
     """
-    n = images.shape[0]
-    out = empty_batch(images.shape, images.dtype, "cpu")
-    if n == 0:
-        return out.to(images.device)
-    # uint8 levels in HWC order, libjpeg's interleaved layout, so that torchvision's own CHW -> HWC copy is a no-op:
-    # the pool's threads then run no torch op, which would start extra OpenMP thread teams that compete with the
-    # caller's (measured: later corruptions ran 2-3x slower)
-    levels = empty_batch((n, *images.shape[2:], 3), torch.uint8, images.device)
-    chunk = images_per_chunk(images)
-    for start in range(0, n, chunk):
-        block = to_levels(images[start:start + chunk]).to(torch.uint8)
-        levels[start:start + chunk] = block.permute(0, 2, 3, 1)
-    levels = levels.cpu()
-    from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg  # here: torchvision costs 2 s to import
-
-    def code(i: int) -> torch.Tensor:
-        return decode_jpeg(encode_jpeg(levels[i].permute(2, 0, 1), quality=int(quality)), mode=ImageReadMode.RGB)
-
-    workers = min(n, max(1, torch.get_num_threads()))
-    decoded = map(code, range(n)) if workers == 1 else _jpeg_pool(workers).map(code, range(n))
-    for i, image in enumerate(decoded):  # float conversion on this thread, as the images arrive
-        torch.div(image, 255.0, out=out[i])
-    return out.to(images.device)
+    n, _, height, width = images.shape
+    last = memory_format == torch.channels_last
+    out = empty_batch((n, height, width, 3) if last else (n, 3, height, width), torch.float32, "cpu")
+    if n:
+        if images.device.type == "cpu":
+            source = (images if images.dtype in (torch.float32, torch.float64) else images.float()).detach().numpy()
+            level_planes = None
+        else:
+            source, level_planes = None, _to_levels_torch(images, levels).cpu().numpy()
+        workers = min(n, max(1, torch.get_num_threads()))
+        spans = [range(n * k // workers, n * (k + 1) // workers) for k in range(workers)]
+        code = functools.partial(_jpeg_code_span, source=source, level_planes=level_planes, out=out.numpy(),
+                                 quality=int(quality), levels=levels, channels_last=last)
+        for _ in (map(code, spans) if workers == 1 else _jpeg_pool(workers).map(code, spans)):
+            pass
+    if last:
+        out = out.permute(0, 3, 1, 2)
+    return out.to(device=images.device, dtype=images.dtype)
 
 
-def jpeg_round_trip(images: torch.Tensor, quality: int = 85) -> torch.Tensor:
+def _jpeg_code_span(span: range, source, level_planes, out: np.ndarray, quality: int, levels: str,
+                    channels_last: bool) -> None:
+    """Code images ``span`` of :func:`_jpeg_codec` into ``out`` (float32, NCHW or NHWC) one by one, reusing one
+    set of buffers: levels from ``source`` (float CPU images) or given (``level_planes``, uint8 NCHW).
+
+    Pillow encodes (from its own RGB image, bit-identical to torchvision's encoder and ~30% faster than handing
+    torchvision the interleaved bytes); torchvision decodes (~15% faster than Pillow).
+    """
+    from torchvision.io import ImageReadMode, decode_jpeg  # here: torchvision costs 2 s to import
+
+    shape = (level_planes if source is None else source).shape[1:]
+    height, width = shape[1:]
+    planes, buffers = np.empty(shape, dtype=np.uint8), None
+    if source is not None:
+        buffers = (np.empty(shape, dtype=source.dtype), np.empty(shape, dtype=source.dtype))
+    encoded = io.BytesIO()
+    for i in span:
+        if source is None:
+            planes = level_planes[i]
+        else:
+            _to_levels(source[i], levels, *buffers, planes)
+        bands = [Image.frombuffer("L", (width, height), planes[c], "raw", "L", 0, 1) for c in range(3)]
+        encoded.seek(0)
+        encoded.truncate()
+        Image.merge("RGB", bands).save(encoded, "JPEG", quality=quality)
+        data = torch.frombuffer(bytearray(encoded.getbuffer()), dtype=torch.uint8)
+        decoded = decode_jpeg(data, mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()  # (H, W, 3): libjpeg's layout
+        np.divide(decoded if channels_last else decoded.transpose(2, 0, 1), np.float32(255.0), out=out[i],
+                  dtype=np.float32)
+
+
+def _to_levels(image: np.ndarray, levels: str, scaled: np.ndarray, clipped: np.ndarray, planes: np.ndarray) -> None:
+    """One image's uint8 grey levels (3, H, W) into ``planes``, value for value as :func:`_to_levels_torch`:
+    ``"round"``: round(x * 255) half to even, ``"truncate"``: floor(x * 255 + 2**-10) as in float64; both clipped
+    to 0..255, so the final cast (truncation toward zero) drops only fractions.
+
+    "truncate" runs in the image's dtype: in float32, z = fl(x * 255) + 2**-10 is exact (2**-10 is a multiple of
+    the ulp below 2**14, and rounding at a power of two cannot cross an integer), so floor(z) misses the float64
+    result only where fl(x * 255) rounded up onto a threshold k - 2**-10, i.e. where z is an integer. Those few
+    pixels (about one per 224x224 image) are redone in float64.
+    """
+    np.multiply(image, scaled.dtype.type(255.0), out=scaled, dtype=scaled.dtype)
+    if levels == "round":
+        np.rint(scaled, out=scaled)
+    else:
+        np.add(scaled, scaled.dtype.type(_TRUNCATE_TOLERANCE), out=scaled)
+    np.clip(scaled, 0.0, 255.0, out=clipped)
+    np.copyto(planes, clipped, casting="unsafe")
+    if levels == "truncate" and scaled.dtype != np.float64:
+        suspects = np.unravel_index(np.flatnonzero(scaled == planes), planes.shape)
+        exact = np.floor(image[suspects].astype(np.float64) * 255.0 + _TRUNCATE_TOLERANCE)
+        planes[suspects] = np.clip(exact, 0.0, 255.0)
+
+
+def _to_levels_torch(images: torch.Tensor, levels: str) -> torch.Tensor:
+    """:func:`_to_levels` for a batch on any device, as uint8 (N, 3, H, W)."""
+    if levels == "truncate":
+        x = (images.to(torch.float64) * 255.0).add_(_TRUNCATE_TOLERANCE).floor_()
+    else:
+        x = (images.to(work_dtype(images)) * 255.0).round_()
+    return x.clamp_(0.0, 255.0).to(torch.uint8)
+
+
+def jpeg_round_trip(images: torch.Tensor, quality: int = 85,
+                    memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """The released-file step (spec §1.3): truncate to uint8 like ``np.uint8(x * 255)``, JPEG at ``quality``
-    (baseline, 4:2:0, as PIL saves), decode; float [0, 1] on the input's device and dtype.
+    (baseline, 4:2:0, as PIL saves), decode; float [0, 1] on the input's device and dtype, in ``memory_format``
+    (``torch.channels_last`` saves a copy when a channels_last model comes next).
 
     Truncation counts a value within 2**-10 of a grey level below it as that level (float32 rounding of values
     the float64 reference puts exactly on a level); otherwise it is plain truncation toward zero.
@@ -438,8 +590,7 @@ def jpeg_round_trip(images: torch.Tensor, quality: int = 85) -> torch.Tensor:
         raise ValueError(f"jpeg_round_trip: expected (N, 3, H, W), got {tuple(images.shape)}")
     if not 1 <= int(quality) <= 100:
         raise ValueError(f"jpeg_round_trip: quality must be 1-100, got {quality}")
-    return _jpeg_codec(images, quality, lambda x: (x.to(torch.float64) * 255.0).add_(_TRUNCATE_TOLERANCE)
-                       .floor_().clamp_(0.0, 255.0))
+    return _jpeg_codec(images, quality, "truncate", memory_format)
 
 
 @register_corruption("jpeg_compression", category="digital", benchmark="imagenet_c", random=False,
@@ -450,6 +601,4 @@ def jpeg_compression(images: torch.Tensor, severity: int, seeds: torch.Tensor) -
     The clean input is rounded to grey levels (the reference encodes the uint8 image). JPEG works on fixed 8x8
     blocks, so the quality is used unchanged at every size.
     """
-    dtype = work_dtype(images)
-    return _jpeg_codec(images, JPEG_QUALITY[severity],
-                       lambda x: (x.to(dtype) * 255.0).round_().clamp_(0.0, 255.0))
+    return _jpeg_codec(images, JPEG_QUALITY[severity], "round")

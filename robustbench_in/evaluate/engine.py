@@ -123,7 +123,7 @@ class Scorer:
         so a platform where it cannot work fails before any cell (one line, naming the setting)."""
         size = self.entry.preprocessing.input_size
         compiled = torch.compile(self.model)
-        probe = torch.zeros(self.runtime.first_batch_size, 3, size, size, device=self.runtime.torch_device)
+        probe = torch.zeros(self.batch_size, 3, size, size, device=self.runtime.torch_device)
         if self.runtime.use_channels_last:
             probe = probe.contiguous(memory_format=torch.channels_last)
         try:
@@ -396,9 +396,9 @@ def evaluate(entry: ModelEntry, images: ImageList, cells: list[Cell], runtime: R
 def make_scorer(entry: ModelEntry, images: ImageList, runtime: Runtime, log: Callable[[str], None]) -> Scorer:
     """The model on its device, compiled if asked, with its batch size (probed on CUDA when not configured)."""
     scorer = Scorer(entry, runtime, log=log, class_subset=images.class_subset if images.protocol == "subset" else None)
-    if runtime.compile:
-        scorer.compile()
     scorer.batch_size = scorer.probe_batch_size()
+    if runtime.compile:  # after the probe, so it compiles for the batch size the run uses
+        scorer.compile()
     if runtime.batch_size is None and runtime.torch_device.type == "cuda":
         log(f"batch size {scorer.batch_size} (the largest that fits {entry.name} on {runtime.torch_device})")
     return scorer

@@ -15,6 +15,7 @@ The placement never changes a number: per-image seeds make every cell's records 
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,7 +26,7 @@ import torch
 
 from robustbench_in.data.loader import make_loader
 
-DEVICE_SHARE = 0.4  # cache_mb=null: at most this share of the device's free memory (the model and batches need the rest)
+DEVICE_SHARE = 0.4  # cache_mb=null: at most this share of free device memory (the model and batches need the rest)
 HOST_SHARE = 0.25  # ... and of the host's available memory
 
 
@@ -130,17 +131,18 @@ class ShardPrefetch:
         self.place = runtime.torch_device if plan.mode == "device" else torch.device("cpu")
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rbin-decode")
         self.pending: dict[int, Future] = {}
+        device = runtime.torch_device
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None  # copies off the scorer's stream
 
     def _decode(self, shard: list[int]) -> DecodedShard:
         device = self.runtime.torch_device
         loader = make_loader(self.images, self.preprocessing, self.runtime.first_batch_size, self.runtime.workers,
                              indices=shard, pin_memory=device.type == "cuda")
-        if device.type != "cuda":
+        if self.stream is None:
             return decode_shard(loader, len(shard), self.preprocessing.input_size, self.place, device)
-        stream = torch.cuda.Stream(device)  # copies here must not queue behind the scorer's kernels
-        with torch.cuda.stream(stream):
+        with torch.cuda.stream(self.stream):
             decoded = decode_shard(loader, len(shard), self.preprocessing.input_size, self.place, device)
-        stream.synchronize()
+        self.stream.synchronize()
         return decoded
 
     def submit(self, key: int, shard: list[int]) -> None:
@@ -153,6 +155,11 @@ class ShardPrefetch:
         self.submit(key, shard)
         decoded = self.pending.pop(key).result()
         decoded.seconds = time.perf_counter() - t0
+        if self.stream is not None:  # made on the decode stream, read on the scorer's: free only after that
+            current = torch.cuda.current_stream(self.runtime.torch_device)
+            for tensor in (decoded.images, decoded.accepted):
+                if tensor.is_cuda:
+                    tensor.record_stream(current)
         return decoded
 
     def close(self) -> None:
@@ -168,6 +175,15 @@ def ahead(device: torch.device, chunks: Iterable[tuple[torch.Tensor, object]]) -
         for x, payload in chunks:
             yield x.to(device), payload
         return
+    chunks = iter(chunks)
+    first = next(chunks, None)
+    if first is None:
+        return
+    if first[0].is_cuda:  # a device cache: nothing to copy
+        yield first
+        yield from chunks
+        return
+    chunks = itertools.chain([first], chunks)
     side = torch.cuda.Stream(device)
     current = torch.cuda.current_stream(device)
     queued = None
