@@ -5,9 +5,11 @@ beside the repository, or RBIN_SAMPLES) through robustbench_in's engine, clean p
 severity, and prints top-1 error per cell with the delta over clean. The calibration target (issue 4): error rises
 monotonically with severity for every corruption and severity 5 costs at least 10 points; rows that miss it are
 flagged. ``--max-images N`` evaluates N images spread evenly over the sample (every len/N-th), for quick tuning.
+``--gallery`` draws every sensor corruption at severities 1-5 on three different photos (issue 14); the flat
+saturated regions they add are measured by ``benchmarks/sensor_artifacts.py``.
 
-    python benchmarks/calibrate_sensor.py --max-images 100
-    python benchmarks/calibrate_sensor.py                       # all 500 images
+    python benchmarks/calibrate_sensor.py --threads 1 --max-images 100
+    python benchmarks/calibrate_sensor.py --threads 1                    # all 500 images
     python benchmarks/calibrate_sensor.py --gallery docs/img/sensor_gallery.png   # only the gallery picture
 """
 
@@ -35,7 +37,8 @@ from robustbench_in.evaluate import Cell, EvalContext, ResultStore, Runtime, eva
 from robustbench_in.models import ModelSpec, create_model  # noqa: E402
 
 MIN_SEVERITY5_DELTA = 10.0  # points of top-1 error over clean
-GALLERY_IMAGE = "n03933933/n03933933_pier.JPEG"  # straight lines, sky, water and buildings show every effect
+# three different photos: bright outdoor (sky, snow, rock), dark indoor (candle light, faces), colourful (faces, red)
+GALLERY_IMAGES = ("n09193705/n09193705_alp.JPEG", "n02948072/n02948072_candle.JPEG", "n10148035/n10148035_groom.JPEG")
 
 
 def sample_root(arg: str | None) -> Path:
@@ -49,7 +52,8 @@ def error_table(rows, names: list[str], severities: list[int]) -> tuple[list[str
     """Formatted lines of the table (top-1 error in %) and the list of corruptions that miss the target."""
     err = {(r["corruption"], int(r["severity"])): 100.0 * float(r["top1_err"]) for _, r in rows.iterrows()}
     clean = err[("clean", 0)]
-    head = f"{'corruption':24s}" + "".join(f"{'s' + str(s):>7s}" for s in severities) + f"{'mean':>7s}{'d(s5)':>7s}  flags"
+    head = (f"{'corruption':24s}" + "".join(f"{'s' + str(s):>7s}" for s in severities)
+            + f"{'mean':>7s}{'d(s5)':>7s}  flags")
     lines = [head, f"{'clean':24s}{clean:7.1f}", "-" * len(head)]
     misses = []
     for name in names:
@@ -70,12 +74,33 @@ def error_table(rows, names: list[str], severities: list[int]) -> tuple[list[str
     return lines, misses
 
 
-def write_gallery(out: Path, root: Path, names: list[str], image: str = GALLERY_IMAGE, seed: int = 0) -> Path:
-    """One sample image under every sensor corruption x severity 1-5 (rows) next to the clean crop, as a PNG.
+def gallery_tiles(root: Path, names: list[str], images: tuple[str, ...], seed: int = 0) -> list[list[torch.Tensor]]:
+    """Per corruption, one row: for each image its clean crop then severities 1-5, with the engine's seeds."""
+    from robustbench_in.data import STANDARD, ImageItem, ImageList, make_loader
 
-    Tiles are shown at 200 px (224 px crops) so noise and fringes stay visible; the PNG is palette-quantised (256
-    colours) to keep the file small, median cut refined by k-means: plain median cut bands smooth tints (a white
-    balance error) into flat planes the corruption does not make.
+    missing = [key for key in images if not (root / key).is_file()]
+    if missing:
+        sys.exit(f"gallery images not found under {root}: {', '.join(missing)}")
+    listed = ImageList(name="gallery", items=[ImageItem(path=root / key, label=0, key=key) for key in images])
+    batch = next(iter(make_loader(listed, STANDARD, len(images), 0)))
+    clean = batch["images"].float() / 255.0
+    ids = batch["image_ids"]
+    rows = []
+    for name in names:
+        fn = get_corruption(name)
+        out = [fn(clean, s, corruptions.derive_seeds(seed, ids, name, s)) for s in range(1, 6)]
+        rows.append([tile for i in range(len(images)) for tile in [clean[i]] + [o[i] for o in out]])
+    return rows
+
+
+def write_gallery(out: Path, root: Path, names: list[str], images: tuple[str, ...] = GALLERY_IMAGES,
+                  tile_px: int = 128, seed: int = 0) -> Path:
+    """Every sensor corruption (rows) at severities 1-5 next to the clean crop, on each of ``images`` (column
+    blocks), as one PNG.
+
+    224 px crops are shown at ``tile_px`` (area-averaged) so that 3 x 6 x 13 tiles stay near 2 MB; the PNG is
+    palette-quantised (256 median-cut colours) with Floyd-Steinberg dithering: without it, 256 colours for
+    the whole sheet band smooth tints (a white balance error) into flat planes that the corruption does not make.
     """
     import io
 
@@ -83,39 +108,36 @@ def write_gallery(out: Path, root: Path, names: list[str], image: str = GALLERY_
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import torch.nn.functional as F
     from PIL import Image
 
-    from robustbench_in.data import STANDARD, ImageItem, ImageList, make_loader
-
-    path = root / image
-    if not path.is_file():
-        sys.exit(f"gallery image {path} not found")
-    one = ImageList(name="gallery", items=[ImageItem(path=path, label=0, key=image)])
-    batch = next(iter(make_loader(one, STANDARD, 1, 0)))
-    clean = batch["images"].float() / 255.0
-    ids = batch["image_ids"]
-    rows = []
-    for name in names:
-        fn = get_corruption(name)
-        rows.append([clean[0]] + [fn(clean, s, corruptions.derive_seeds(seed, ids, name, s))[0] for s in range(1, 6)])
-    fig, axes = plt.subplots(len(names), 6, figsize=(6 * 1.25, len(names) * 1.25 + 0.3), dpi=160)
+    rows = gallery_tiles(root, names, images, seed)
+    blocks, per = len(images), 6
+    ratios = [r for b in range(blocks) for r in [1.0] * per + ([0.12] if b < blocks - 1 else [])]
+    inch = tile_px / 100.0
+    fig = plt.figure(figsize=(sum(ratios) * inch * 1.03 + 0.35, len(names) * inch * 1.03 + 0.45), dpi=100)
+    grid = fig.add_gridspec(len(names), len(ratios), width_ratios=ratios, left=0.045, right=0.998, top=1 - 0.42
+                            / (len(names) * inch * 1.03 + 0.45), bottom=0.002, wspace=0.03, hspace=0.03)
     for r, (name, tiles) in enumerate(zip(names, rows)):
-        for c, tile in enumerate(tiles):
-            ax = axes[r, c]
-            ax.imshow(tile.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+        for k, tile in enumerate(tiles):
+            block, c = divmod(k, per)
+            ax = fig.add_subplot(grid[r, block * (per + 1) + c])
+            small = F.interpolate(tile.unsqueeze(0), size=(tile_px, tile_px), mode="area")[0]
+            ax.imshow(small.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title("clean" if c == 0 else f"severity {c}", fontsize=7)
-            if c == 0:
+                photo = Path(images[block]).stem.split("_", 1)[-1]
+                ax.set_title(f"{photo}: clean" if c == 0 else f"s{c}", fontsize=7)
+            if k == 0:
                 ax.set_ylabel(name, fontsize=6.5)
-    fig.subplots_adjust(left=0.07, right=0.995, top=0.985, bottom=0.003, wspace=0.03, hspace=0.03)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
     out.parent.mkdir(parents=True, exist_ok=True)
-    Image.open(buffer).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, kmeans=1).save(
-        out, optimize=True)
+    sheet = Image.open(buffer).convert("RGB")
+    palette = sheet.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    sheet.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(out, optimize=True)
     return out
 
 
@@ -162,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     lines, misses = error_table(rows, names, severities)
     print("\ntop-1 error (%)")
     print("\n".join(lines))
-    print("\nall corruptions meet the target" if not misses else f"\n{len(misses)} miss the target: {', '.join(misses)}")
+    verdict = "all corruptions meet the target" if not misses else f"{len(misses)} miss the target: {', '.join(misses)}"
+    print("\n" + verdict)
     return 0
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -12,15 +14,14 @@ from omegaconf import OmegaConf
 import corruptions
 import corruptions.sensor  # noqa: F401  (registers the sensor corruptions)
 from corruptions import camera, derive_seeds, get_corruption, list_corruptions
-from conftest import psnr, seeds_for  # noqa: E402
+from conftest import psnr, reference_crop, seeds_for  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import sensor_artifacts  # noqa: E402
+
 SENSOR = tuple(list_corruptions("sensor"))
 SEVERITIES = (1, 2, 3, 4, 5)
-
-
-
-
 
 
 def synthetic(n: int = 2, h: int = 72, w: int = 96) -> torch.Tensor:
@@ -274,3 +275,62 @@ def test_all_suite_is_imagenet_c_then_sensor():
     assert suite.include_clean and not suite.faithful_jpeg
     for name in suite.corruptions:
         get_corruption(name)
+
+
+# ------------------------------------------------------------------------------- flat saturated regions (issue 14)
+
+
+def natural_like(n: int = 2, size: int = 224, seed: int = 0) -> torch.Tensor:
+    """Random-phase colour images with a natural-image-like falling spectrum (amplitude ~ 1/f^1.25): smooth regions
+    and texture at every scale, luminance and chroma correlated across channels, few clipped pixels."""
+    g = torch.Generator().manual_seed(seed)
+    fy, fx = torch.fft.fftfreq(size).view(-1, 1), torch.fft.fftfreq(size).view(1, -1)
+    amplitude = (fx * fx + fy * fy).sqrt().clamp_min(1.0 / size) ** -1.25
+    field = torch.fft.ifft2(torch.fft.fft2(torch.randn(n, 3, size, size, generator=g)) * amplitude).real
+    field = field / field.flatten(1).std(1).view(n, 1, 1, 1)
+    lum, chroma = field[:, :1], field[:, 1:]
+    rgb = torch.cat([lum + 0.3 * chroma[:, :1], lum - 0.15 * chroma.sum(1, keepdim=True), lum + 0.3 * chroma[:, 1:]], 1)
+    return (0.45 + 0.2 * rgb).clamp(0.0, 1.0)
+
+
+@pytest.fixture(scope="module")
+def sample_dozen(sample_root) -> torch.Tensor:
+    """Twelve real photos spread over the sample set (every 40th from the 21st), (12, 3, 224, 224) in [0, 1]: enough
+    that their mean is a fair estimate of the sample set's, unlike the four of ``sample_batch``."""
+    files = sorted(sample_root.glob("*/*.JPEG"))[20::40][:12]
+    return torch.from_numpy(np.stack([reference_crop(f) for f in files])).permute(0, 3, 1, 2).float().div(255.0)
+
+
+def test_flat_saturated_pixels_are_clipped_and_flat():
+    """The definition on a hand-made image: only a clipped channel inside a flat 5x5 window counts."""
+    g = torch.Generator().manual_seed(0)
+    img = 0.3 + 0.4 * torch.rand(1, 3, 20, 20, generator=g)  # texture, nothing clipped
+    img[..., :10, :10] = 1.0  # a flat white patch
+    img[..., :10, 10:] = 0.5  # flat but not clipped
+    img[:, 0, 10:, :10] = 1.0  # red clipped, green and blue textured: a tint that kept its texture
+    mask = sensor_artifacts.flat_saturated(img)[0]
+    assert mask[:8, :8].all() and mask[:10, :10].float().mean() > 0.6
+    assert not mask[:, 10:].any() and not mask[10:].any()
+    assert not mask[8:10, :10].all()  # the window reaches the texture below the patch
+
+
+def test_flat_saturated_metric_flags_clipping_and_posterisation(sample_dozen):
+    """The metric can fail: posterising to pure primaries or blowing out three stops adds far more than 20 %."""
+    added = sensor_artifacts.added_flat_saturated
+    for img in (sample_dozen, natural_like()):
+        assert added(img, img).max() == 0.0
+        assert added(torch.round(img), img).mean() > sensor_artifacts.LIMIT
+    assert added((sample_dozen * 3.0).clamp(0.0, 1.0), sample_dozen).mean() > sensor_artifacts.LIMIT
+
+
+@pytest.mark.parametrize("name", SENSOR)
+def test_severity_5_adds_at_most_20_percent_flat_saturated_pixels(name, sample_dozen):
+    """Issue 14: no sensor corruption at severity 5 leaves more than 20 % of a natural photo's pixels in flat,
+    saturated regions that the clean photo does not have (mean over real photos; each synthetic one)."""
+    fn = get_corruption(name)
+    real = sensor_artifacts.added_flat_saturated(fn(sample_dozen, 5, seeds_for(name, 5, len(sample_dozen))),
+                                                 sample_dozen)
+    assert real.mean() <= sensor_artifacts.LIMIT, real.tolist()
+    synth = natural_like()
+    added = sensor_artifacts.added_flat_saturated(fn(synth, 5, seeds_for(name, 5, len(synth))), synth)
+    assert added.max() <= sensor_artifacts.LIMIT, added.tolist()
