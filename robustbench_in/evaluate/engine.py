@@ -46,8 +46,10 @@ class EvalContext:
     extra_hash: dict = field(default_factory=dict)
 
 
-def corrupt_batch(cell: Cell, images: torch.Tensor, image_ids: torch.Tensor, seed: int) -> torch.Tensor:
-    """Float images in [0, 1] -> the cell's version of them (same device)."""
+def corrupt_batch(cell: Cell, images: torch.Tensor, image_ids: torch.Tensor, seed: int,
+                  memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """Float images in [0, 1] -> the cell's version of them (same device; the JPEG step writes ``memory_format``
+    directly, sparing a channels_last model one copy)."""
     if cell.corruption is None:
         return images
     seeds = derive_seeds(seed, image_ids, cell.name, cell.severity)
@@ -59,7 +61,7 @@ def corrupt_batch(cell: Cell, images: torch.Tensor, image_ids: torch.Tensor, see
     if cell.faithful_jpeg:
         from corruptions.digital import jpeg_round_trip
 
-        return jpeg_round_trip(out, cell.jpeg_quality)
+        return jpeg_round_trip(out, cell.jpeg_quality, memory_format)
     return quantize(out, cell.quantize)
 
 
@@ -164,7 +166,8 @@ def score_batch(scorer: Scorer, cell: Cell, x: torch.Tensor, image_ids: torch.Te
     runtime = scorer.runtime
     device = x.device
     with torch.inference_mode():
-        xc = scorer.entry.preprocessing.normalize(corrupt_batch(cell, x, image_ids.to(device), runtime.seed))
+        fmt = torch.channels_last if runtime.use_channels_last else torch.contiguous_format
+        xc = scorer.entry.preprocessing.normalize(corrupt_batch(cell, x, image_ids.to(device), runtime.seed, fmt))
         if runtime.use_channels_last:
             xc = xc.contiguous(memory_format=torch.channels_last)
         with runtime.autocast():
