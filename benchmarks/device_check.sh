@@ -3,10 +3,10 @@
 # nothing: it uses the machine's own torch/torchvision/timm and what benchmarks/device_prepare.sh put in
 # .devcarry/ (run that here first; the device tool carries it). Prints, and writes under $OUT (or
 # benchmarks/results):
-#   1. throughput: resnet50 (random init: weight values do not change GPU speed) on suite=imagenet_c, 5,000
-#      images (200 samples x 25), default runtime (bf16 autocast, channels_last, device cache, batch probed),
+#   1. throughput: resnet50 (random init: weight values do not change GPU speed) on suite=imagenet_c, 2,000
+#      images (200 samples x 10), default runtime (bf16 autocast, channels_last, device cache, batch probed),
 #      against its forward-only limit; the full ImageNet-C time extrapolated from the measured rate;
-#   2. the same for efficientnet_lite0 (real weights), 1,000 images, and resnet50 again with runtime.compile=true;
+#   2. the same for efficientnet_lite0 (real weights), 1,000 images, and resnet50 with runtime.compile=true;
 #   3. memory: device and host peaks on 1,000 vs 5,000 images;
 #   4. the GPU corruption-speed table (ours on the GPU; the reference is CPU-only and is skipped here).
 # Usage (device tool): carry [".devcarry"], command "bash benchmarks/device_check.sh", timeout_s 480.
@@ -29,13 +29,13 @@ $PY -c "import torch, torchvision, hydra; print('torch', torch.__version__, 'tor
 
 cd benchmarks
 step "throughput: resnet50, suite=imagenet_c, default runtime"
-timeout 170 $PY throughput.py --model torchvision --set model.name=resnet50 model.random_init=true \
-  --images "$(n 200)" --repeat "$(n 25)" --out "$OUT"
+timeout 200 $PY throughput.py --model torchvision --set model.name=resnet50 model.random_init=true \
+  --images "$(n 200)" --repeat "$(n 10)" --out "$OUT"
 step "throughput: efficientnet_lite0 (real weights), suite=imagenet_c"
 timeout 60 $PY throughput.py --images "$(n 200)" --repeat "$(n 5)" --out "$OUT"
 step "throughput: resnet50 with runtime.compile=true"
-timeout 120 $PY throughput.py --model torchvision --set model.name=resnet50 model.random_init=true \
-  runtime.compile=true --images "$(n 200)" --repeat "$(n 10)" --out "$OUT"
+timeout 200 $PY throughput.py --model torchvision --set model.name=resnet50 model.random_init=true \
+  runtime.compile=true --images "$(n 200)" --repeat "$(n 5)" --out "$OUT"
 step "memory: 1,000 vs 5,000 images (resnet50, one cell)"
 timeout 90 $PY memory.py --model torchvision --sizes "$(n 1000)" "$(n 5000)" --set model.name=resnet50 \
   model.random_init=true "suite.corruptions=[contrast]" "suite.severities=[3]" --out "$OUT"
