@@ -94,11 +94,11 @@ def gallery_tiles(root: Path, names: list[str], images: tuple[str, ...], seed: i
 
 
 def write_gallery(out: Path, root: Path, names: list[str], images: tuple[str, ...] = GALLERY_IMAGES,
-                  tile_px: int = 128, seed: int = 0) -> Path:
+                  tile_px: int = 112, seed: int = 0) -> Path:
     """Every sensor corruption (rows) at severities 1-5 next to the clean crop, on each of ``images`` (column
     blocks), as one PNG.
 
-    224 px crops are shown at ``tile_px`` (area-averaged) so that 3 x 6 x 13 tiles stay near 2 MB; the PNG is
+    224 px crops are shown at ``tile_px`` (area-averaged) so that 3 x 6 x 13 tiles stay under 2 MB; the PNG is
     palette-quantised (256 median-cut colours) with Floyd-Steinberg dithering: without it, 256 colours for
     the whole sheet band smooth tints (a white balance error) into flat planes that the corruption does not make.
     """
