@@ -16,6 +16,7 @@ import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -482,17 +483,19 @@ def _jpeg_pool(workers: int) -> ThreadPoolExecutor:
 
 
 def _jpeg_codec(images: torch.Tensor, quality: int, levels: str,
-                memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
-    """JPEG encode + decode of every image with libjpeg (4:2:0, IJG tables: PIL's JPEG writer itself) on CPU.
+                memory_format: torch.memory_format = torch.contiguous_format,
+                affine: tuple[Sequence[float], Sequence[float]] | None = None) -> torch.Tensor:
+    """JPEG encode + decode of every image with libjpeg (4:2:0, IJG tables: byte for byte what PIL writes) on CPU.
 
     ``levels`` says how floats become the uint8 image that is encoded: ``"truncate"`` (:func:`jpeg_round_trip`) or
-    ``"round"`` (:func:`jpeg_compression`), see :func:`_to_levels`. Each image goes float -> levels -> PIL image ->
+    ``"round"`` (:func:`jpeg_compression`), see :func:`_to_levels`. Each image goes float -> interleaved levels ->
     JPEG -> decoded -> float in one pass while it is in cache, on a pool of torch's thread count (one contiguous span
-    of images per thread). The per-image steps are numpy and Pillow, not torch: torch's channel (de)interleaving and
-    float <-> uint8 copies measured 2-6x slower at this size, and a torch op on a pool thread starts an OpenMP team
-    of its own that competes with the caller's. Images on another device are turned into levels there and come over
-    as uint8. Returns float (N, 3, H, W) on the input's device and dtype, in ``memory_format`` (channels_last skips
-    the decoder's HWC -> CHW copy for a channels_last model).
+    of images per thread). Levels and the float copies are numpy (torch's per-image op overhead and OpenMP teams on
+    pool threads measured 2-6x slower at this size); encoder and decoder are torchvision's libjpeg calls, which
+    release the GIL (Pillow's encoder holds it: two threads coded no faster than one). Images on another device
+    are turned into levels there and come over as uint8. Returns float (N, 3, H, W) on the input's device and
+    dtype, in ``memory_format`` (channels_last skips the HWC -> CHW copy for a channels_last model); ``affine``
+    as in :func:`jpeg_round_trip`.
     """
     n, _, height, width = images.shape
     last = memory_format == torch.channels_last
@@ -500,13 +503,14 @@ def _jpeg_codec(images: torch.Tensor, quality: int, levels: str,
     if n:
         if images.device.type == "cpu":
             source = (images if images.dtype in (torch.float32, torch.float64) else images.float()).detach().numpy()
-            level_planes = None
-        else:
-            source, level_planes = None, _to_levels_torch(images, levels).cpu().numpy()
+            level_pixels = None
+        else:  # (N, H, W, 3) uint8: levels and interleaving on the device, one copy over
+            levels_nhwc = _to_levels_torch(images, levels).permute(0, 2, 3, 1).contiguous()
+            source, level_pixels = None, levels_nhwc.cpu().numpy()
         workers = min(n, max(1, torch.get_num_threads()))
         spans = [range(n * k // workers, n * (k + 1) // workers) for k in range(workers)]
-        code = functools.partial(_jpeg_code_span, source=source, level_planes=level_planes, out=out.numpy(),
-                                 quality=int(quality), levels=levels, channels_last=last)
+        code = functools.partial(_jpeg_code_span, source=source, level_pixels=level_pixels, out=out.numpy(),
+                                 quality=int(quality), levels=levels, channels_last=last, affine=affine)
         for _ in (map(code, spans) if workers == 1 else _jpeg_pool(workers).map(code, spans)):
             pass
     if last:
@@ -514,41 +518,66 @@ def _jpeg_codec(images: torch.Tensor, quality: int, levels: str,
     return out.to(device=images.device, dtype=images.dtype)
 
 
-def _jpeg_code_span(span: range, source, level_planes, out: np.ndarray, quality: int, levels: str,
-                    channels_last: bool) -> None:
+def _jpeg_code_span(span: range, source: np.ndarray | None, level_pixels: np.ndarray | None, out: np.ndarray,
+                    quality: int, levels: str, channels_last: bool,
+                    affine: tuple[Sequence[float], Sequence[float]] | None = None) -> None:
     """Code images ``span`` of :func:`_jpeg_codec` into ``out`` (float32, NCHW or NHWC) one by one, reusing one
-    set of buffers: levels from ``source`` (float CPU images) or given (``level_planes``, uint8 NCHW).
+    set of buffers: levels from ``source`` (float CPU images, NCHW) or given (``level_pixels``, uint8 NHWC).
 
-    Pillow encodes (from its own RGB image, bit-identical to torchvision's encoder and ~30% faster than handing
-    torchvision the interleaved bytes); torchvision decodes (~15% faster than Pillow).
+    The codec gets interleaved (H, W, 3) levels: planar ones cost torchvision's encoder a transposition that alone
+    takes as long as the encoding (the bytes are the same either way).
     """
-    from torchvision.io import ImageReadMode, decode_jpeg  # here: torchvision costs 2 s to import
-
-    shape = (level_planes if source is None else source).shape[1:]
-    height, width = shape[1:]
-    planes, buffers = np.empty(shape, dtype=np.uint8), None
-    if source is not None:
-        buffers = (np.empty(shape, dtype=source.dtype), np.empty(shape, dtype=source.dtype))
-    encoded = io.BytesIO()
+    code = _libjpeg_round_trip()
+    if affine is not None:  # float32 per-channel factors, shaped for the output's layout
+        shape = (1, 1, 3) if channels_last else (3, 1, 1)
+        scale, shift = (np.asarray(v, dtype=np.float32).reshape(shape) for v in affine)
+    height, width = out.shape[1:3] if channels_last else out.shape[2:]
+    pixels = np.empty((height, width, 3), dtype=np.uint8)
+    planes = np.empty((3, height, width), dtype=np.uint8)
+    scaled = None if source is None else np.empty((3, height, width), dtype=source.dtype)
     for i in span:
         if source is None:
-            planes = level_planes[i]
-        else:
-            _to_levels(source[i], levels, *buffers, planes)
-        bands = [Image.frombuffer("L", (width, height), planes[c], "raw", "L", 0, 1) for c in range(3)]
-        encoded.seek(0)
-        encoded.truncate()
-        Image.merge("RGB", bands).save(encoded, "JPEG", quality=quality)
-        data = torch.frombuffer(bytearray(encoded.getbuffer()), dtype=torch.uint8)
-        decoded = decode_jpeg(data, mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()  # (H, W, 3): libjpeg's layout
+            pixels = level_pixels[i]
+        else:  # levels plane by plane, then interleaved plane by plane: numpy's strided paths are slow otherwise
+            _to_levels(source[i], levels, scaled, planes)
+            for c in range(3):
+                pixels[..., c] = planes[c]
+        decoded = code(pixels, quality)
         np.divide(decoded if channels_last else decoded.transpose(2, 0, 1), np.float32(255.0), out=out[i],
                   dtype=np.float32)
+        if affine is not None:
+            np.multiply(out[i], scale, out=out[i])
+            np.add(out[i], shift, out=out[i])
 
 
-def _to_levels(image: np.ndarray, levels: str, scaled: np.ndarray, clipped: np.ndarray, planes: np.ndarray) -> None:
-    """One image's uint8 grey levels (3, H, W) into ``planes``, value for value as :func:`_to_levels_torch`:
-    ``"round"``: round(x * 255) half to even, ``"truncate"``: floor(x * 255 + 2**-10) as in float64; both clipped
-    to 0..255, so the final cast (truncation toward zero) drops only fractions.
+@functools.lru_cache(maxsize=1)
+def _libjpeg_round_trip() -> Callable[[np.ndarray, int], np.ndarray]:
+    """(H, W, 3) uint8 levels, quality -> the decoded JPEG, (H, W, 3) uint8. torchvision's codec where it has one
+    (it releases the GIL, so the pool's threads code in parallel); else Pillow's, which writes the same bytes but
+    holds the GIL while it encodes (torchvision deprecated its codec in 0.29 for TorchCodec)."""
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg  # here: torchvision costs 2 s to import
+    except ImportError:
+        return _pil_jpeg_round_trip
+
+    def code(pixels: np.ndarray, quality: int) -> np.ndarray:
+        encoded = encode_jpeg(torch.from_numpy(pixels).permute(2, 0, 1), quality=quality)
+        return decode_jpeg(encoded, mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
+    return code
+
+
+def _pil_jpeg_round_trip(pixels: np.ndarray, quality: int) -> np.ndarray:
+    """:func:`_libjpeg_round_trip` with Pillow's codec."""
+    encoded = io.BytesIO()
+    Image.fromarray(pixels).save(encoded, "JPEG", quality=quality)
+    return np.asarray(Image.open(encoded).convert("RGB"))
+
+
+def _to_levels(image: np.ndarray, levels: str, scaled: np.ndarray, pixels: np.ndarray) -> None:
+    """One image's uint8 grey levels (3, H, W) into ``pixels``, value for value as
+    :func:`_to_levels_torch`: ``"round"``: round(x * 255) half to even, ``"truncate"``: floor(x * 255 + 2**-10) as
+    in float64; both clipped to 0..255 on the way into uint8, so the cast (truncation toward zero) drops only
+    fractions.
 
     "truncate" runs in the image's dtype: in float32, z = fl(x * 255) + 2**-10 is exact (2**-10 is a multiple of
     the ulp below 2**14, and rounding at a power of two cannot cross an integer), so floor(z) misses the float64
@@ -560,12 +589,11 @@ def _to_levels(image: np.ndarray, levels: str, scaled: np.ndarray, clipped: np.n
         np.rint(scaled, out=scaled)
     else:
         np.add(scaled, scaled.dtype.type(_TRUNCATE_TOLERANCE), out=scaled)
-    np.clip(scaled, 0.0, 255.0, out=clipped)
-    np.copyto(planes, clipped, casting="unsafe")
+    np.clip(scaled, 0.0, 255.0, out=pixels, casting="unsafe")
     if levels == "truncate" and scaled.dtype != np.float64:
-        suspects = np.unravel_index(np.flatnonzero(scaled == planes), planes.shape)
+        suspects = np.unravel_index(np.flatnonzero(scaled == pixels), pixels.shape)
         exact = np.floor(image[suspects].astype(np.float64) * 255.0 + _TRUNCATE_TOLERANCE)
-        planes[suspects] = np.clip(exact, 0.0, 255.0)
+        pixels[suspects] = np.clip(exact, 0.0, 255.0)
 
 
 def _to_levels_torch(images: torch.Tensor, levels: str) -> torch.Tensor:
@@ -578,10 +606,13 @@ def _to_levels_torch(images: torch.Tensor, levels: str) -> torch.Tensor:
 
 
 def jpeg_round_trip(images: torch.Tensor, quality: int = 85,
-                    memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+                    memory_format: torch.memory_format = torch.contiguous_format,
+                    affine: tuple[Sequence[float], Sequence[float]] | None = None) -> torch.Tensor:
     """The released-file step (spec §1.3): truncate to uint8 like ``np.uint8(x * 255)``, JPEG at ``quality``
     (baseline, 4:2:0, as PIL saves), decode; float [0, 1] on the input's device and dtype, in ``memory_format``
-    (``torch.channels_last`` saves a copy when a channels_last model comes next).
+    (``torch.channels_last`` saves a copy when a channels_last model comes next). ``affine=(scale, shift)``
+    (per channel) returns ``x * scale + shift`` of the decoded x instead: a model's normalisation, applied while
+    each image is in cache rather than as one more pass over the batch.
 
     Truncation counts a value within 2**-10 of a grey level below it as that level (float32 rounding of values
     the float64 reference puts exactly on a level); otherwise it is plain truncation toward zero.
@@ -590,7 +621,9 @@ def jpeg_round_trip(images: torch.Tensor, quality: int = 85,
         raise ValueError(f"jpeg_round_trip: expected (N, 3, H, W), got {tuple(images.shape)}")
     if not 1 <= int(quality) <= 100:
         raise ValueError(f"jpeg_round_trip: quality must be 1-100, got {quality}")
-    return _jpeg_codec(images, quality, "truncate", memory_format)
+    if affine is not None and (len(affine) != 2 or any(len(v) != 3 for v in affine)):
+        raise ValueError(f"jpeg_round_trip: affine must be (scale, shift), 3 values each, got {affine}")
+    return _jpeg_codec(images, quality, "truncate", memory_format, affine)
 
 
 @register_corruption("jpeg_compression", category="digital", benchmark="imagenet_c", random=False,

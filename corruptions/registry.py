@@ -241,5 +241,9 @@ def apply_corruption(corruption: Corruption | str, images: torch.Tensor, severit
     out = corruption.fn(images, severity, seeds.to(images.device))
     if out.data_ptr() == images.data_ptr():
         out = out.clone()
+    if out.device.type == "cpu" and out.numel():  # one read says whether there is anything to clean (NaN fails)
+        low, high = torch.aminmax(out)
+        if bool(low >= 0.0) and bool(high <= 1.0):
+            return out.to(images.dtype)
     # ``out`` is the corruption's own memory now, so clean it up in place (one pass less over the batch).
     return out.nan_to_num_(nan=0.0).clamp_(0.0, 1.0).to(images.dtype)

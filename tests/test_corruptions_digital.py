@@ -274,3 +274,13 @@ def test_jpeg_codec_threads_change_nothing(sample_batch):
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(inline, pooled)
+
+
+@pytest.mark.parametrize("quality", [7, 85])
+def test_jpeg_codec_fallback_writes_what_torchvision_writes(quality, sample_uint8):
+    """Pillow's codec (used where torchvision has dropped its own) decodes to the same pixels, byte for byte."""
+    from corruptions.digital import _libjpeg_round_trip, _pil_jpeg_round_trip
+
+    for image in sample_uint8[:4]:
+        pixels = np.ascontiguousarray(image)
+        np.testing.assert_array_equal(_pil_jpeg_round_trip(pixels, quality), _libjpeg_round_trip()(pixels, quality))

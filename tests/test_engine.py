@@ -123,6 +123,23 @@ def test_corrupt_batch_jpeg_round_trip_quantises(samples):
     assert torch.allclose(levels, levels.round(), atol=1e-4)  # JPEG-decoded uint8 levels
 
 
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("jpeg", [True, False])
+def test_corrupt_batch_normalises_for_the_model_exactly_as_normalize_after_it(fmt, jpeg):
+    """The model input comes normalised (fused into the JPEG step's per-image write where there is one): the same
+    bits as normalize() after the plain step, in the requested layout; the clean cell's input is untouched."""
+    from robustbench_in.data.preprocessing import STANDARD
+
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    ids = torch.tensor([1, 2, 3])
+    for cell in (Cell("test_noise", 1, "noise", NOISE, faithful_jpeg=jpeg, quantize="truncate"), CLEAN_CELL):
+        plain = STANDARD.normalize(engine.corrupt_batch(cell, x, ids, 0, fmt))
+        fused = engine.corrupt_batch(cell, x, ids, 0, fmt, STANDARD)
+        assert torch.equal(fused, plain)
+        assert fused.is_contiguous(memory_format=fmt) or not cell.faithful_jpeg  # the JPEG step writes the layout
+    assert torch.equal(x, torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(3)))
+
+
 def test_quantize_is_the_generators_8_bit_step_and_is_recorded(tiny, samples, tmp_path):
     x = torch.rand(2, 3, 32, 32)
     ids = torch.tensor([1, 2])

@@ -179,3 +179,15 @@ def test_class_table_must_fit_the_outputs():
 def test_a_class_count_other_than_the_class_table_is_refused_before_any_work():
     with pytest.raises(ModelError, match="tiny_cnn has 10 outputs but its class table names 1000"):
         create_model(ModelSpec(name="tiny_cnn", num_classes=10))
+
+
+def test_normalize_is_mean_std_standardisation_in_the_input_layout():
+    pre = Preprocessing(input_size=8, resize_size=8, interpolation="bilinear", mean=(0.485, 0.456, 0.406),
+                        std=(0.229, 0.224, 0.225))
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    expected = (x - torch.tensor(pre.mean, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(
+        pre.std, dtype=torch.float64).view(1, 3, 1, 1)
+    torch.testing.assert_close(pre.normalize(x), expected, rtol=0, atol=1e-12)
+    last = pre.normalize(x.float().contiguous(memory_format=torch.channels_last))
+    assert last.dtype == torch.float32 and last.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(last, expected.float(), rtol=0, atol=1e-6)

@@ -94,11 +94,18 @@ class Preprocessing:
         img = img.crop((left, top, left + self.input_size, top + self.input_size))
         return np.asarray(img, dtype=np.uint8)
 
+    @property
+    def affine(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Normalisation as per-channel (scale, shift): (x - mean) / std = x * (1 / std) + (-mean / std)."""
+        return tuple(1.0 / s for s in self.std), tuple(-m / s for m, s in zip(self.mean, self.std))
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """Float images in [0, 1] (N, 3, H, W) on any device -> model input."""
-        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-        return (images - mean) / std
+        """Float images in [0, 1] (N, 3, H, W) on any device -> model input, x * scale + shift (see :attr:`affine`;
+        within 1 ulp of (x - mean) / std, one allocation instead of two, and the same bits as the JPEG step's fused
+        normalisation, which a fused multiply-add would not give). Keeps the input's memory format."""
+        scale, shift = (torch.tensor(v, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+                        for v in self.affine)
+        return images.mul(scale).add_(shift)
 
 
 #: The standard ImageNet evaluation transform: shorter side 256, center crop 224, bilinear, ImageNet mean/std.

@@ -24,6 +24,7 @@ from corruptions.registry import apply_corruption
 from corruptions.rng import derive_seeds
 from robustbench_in.data.classes import imagenet_classes
 from robustbench_in.data.datasets import ImageList
+from robustbench_in.data.preprocessing import Preprocessing
 from robustbench_in.data.loader import make_loader
 from robustbench_in.evaluate.pipeline import (CachePlan, DecodedShard, ShardPrefetch, accepted_labels, ahead,
                                                plan_cache)
@@ -47,11 +48,13 @@ class EvalContext:
 
 
 def corrupt_batch(cell: Cell, images: torch.Tensor, image_ids: torch.Tensor, seed: int,
-                  memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+                  memory_format: torch.memory_format = torch.contiguous_format,
+                  preprocessing: Preprocessing | None = None) -> torch.Tensor:
     """Float images in [0, 1] -> the cell's version of them (same device; the JPEG step writes ``memory_format``
-    directly, sparing a channels_last model one copy)."""
+    directly, sparing a channels_last model one copy). With ``preprocessing``: normalised for the model (by the
+    JPEG step as it writes each image, where the cell has one)."""
     if cell.corruption is None:
-        return images
+        return images if preprocessing is None else preprocessing.normalize(images)
     seeds = derive_seeds(seed, image_ids, cell.name, cell.severity)
     # The engine's images are uint8 / 255, always in range: no input check (it would sync the device per cell).
     if cell.corruption.runs_on == "cpu" and images.device.type != "cpu":
@@ -61,8 +64,10 @@ def corrupt_batch(cell: Cell, images: torch.Tensor, image_ids: torch.Tensor, see
     if cell.faithful_jpeg:
         from corruptions.digital import jpeg_round_trip
 
-        return jpeg_round_trip(out, cell.jpeg_quality, memory_format)
-    return quantize(out, cell.quantize)
+        return jpeg_round_trip(out, cell.jpeg_quality, memory_format,
+                               None if preprocessing is None else preprocessing.affine)
+    out = quantize(out, cell.quantize)
+    return out if preprocessing is None else preprocessing.normalize(out)
 
 
 def quantize(images: torch.Tensor, mode: str) -> torch.Tensor:
@@ -167,7 +172,7 @@ def score_batch(scorer: Scorer, cell: Cell, x: torch.Tensor, image_ids: torch.Te
     device = x.device
     with torch.inference_mode():
         fmt = torch.channels_last if runtime.use_channels_last else torch.contiguous_format
-        xc = scorer.entry.preprocessing.normalize(corrupt_batch(cell, x, image_ids.to(device), runtime.seed, fmt))
+        xc = corrupt_batch(cell, x, image_ids.to(device), runtime.seed, fmt, scorer.entry.preprocessing)
         if runtime.use_channels_last:
             xc = xc.contiguous(memory_format=torch.channels_last)
         with runtime.autocast():

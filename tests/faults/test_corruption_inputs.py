@@ -150,3 +150,24 @@ def test_double_jpeg_on_tiny_images_keeps_the_image_content():
     for severity in range(1, 6):
         out = apply_corruption("double_jpeg", images, severity, torch.arange(1))
         assert (out[..., 0, :] - 0.9).abs().max() < (out[..., 0, :] - 0.1).abs().min()
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+@pytest.mark.parametrize("values, cleaned", [([float("nan"), 0.25], [0.0, 0.25]), ([-0.5, 0.25], [0.0, 0.25]),
+                                             ([1.5, 0.25], [1.0, 0.25]), ([float("inf"), 0.25], [1.0, 0.25])])
+def test_a_plugin_output_out_of_range_is_cleaned_and_an_in_range_one_kept(device, values, cleaned):
+    """apply_corruption's safety net: NaN -> 0, below 0 -> 0, above 1 -> 1, in a new tensor of the input's
+    dtype; an output already in [0, 1] comes back value for value."""
+    from corruptions.registry import Corruption
+
+    x = clean().to(device)
+    unruly = Corruption("unruly", lambda im, s, seeds: with_value(im.double(), 0.0, 0).index_copy_(
+        3, torch.arange(2, device=im.device), torch.tensor(values, device=im.device).double().expand(2, 3, 16, 2)))
+    out = apply_corruption(unruly, x, 1, torch.arange(2))
+    assert out.dtype == x.dtype
+    assert out[:, :, :, :2].unique().tolist() == sorted(set(cleaned))
+    assert torch.equal(out[:, :, :, 2:], x[:, :, :, 2:])
+    tame = Corruption("tame", lambda im, s, seeds: im.flip(-1))
+    kept = apply_corruption(tame, x, 1, torch.arange(2))
+    assert torch.equal(kept, x.flip(-1)) and kept.data_ptr() != x.data_ptr()
