@@ -14,7 +14,11 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from robustbench_in.allocator import keep_freed_memory  # noqa: E402
 from robustbench_in.data import STANDARD, DataSpec, Preprocessing, build_dataset, make_loader  # noqa: E402
+
+keep_freed_memory()  # as main.py does: glibc reuses freed batches (robustbench_in/allocator.py); both sides of
+# every comparison run in this process or its forks, so both get it
 
 
 def sample_root() -> Path:

@@ -14,6 +14,10 @@ import os
 # it off.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
+from robustbench_in.allocator import keep_freed_memory  # noqa: E402
+
+keep_freed_memory()  # glibc reuses freed batches instead of unmapping them (robustbench_in/allocator.py)
+
 import difflib  # noqa: E402
 import errno  # noqa: E402
 import hashlib  # noqa: E402

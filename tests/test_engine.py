@@ -77,6 +77,20 @@ def test_results_do_not_depend_on_batch_size(tiny, samples, tmp_path):
     assert not (noisy == clean).all()  # the corruption reached the model
 
 
+def test_a_cells_last_shard_goes_straight_into_its_records(tiny, samples, tmp_path, monkeypatch):
+    """20 images in shards of 8: shards 0 and 1 are written as shard files, shard 2 only into the cell's records
+    (one write, not three); nothing is left in partial/ and every image is in the records."""
+    written = []
+    real = ResultStore.write_shard
+    monkeypatch.setattr(ResultStore, "write_shard",
+                        lambda self, cell, k, size, recs: written.append(k) or real(self, cell, k, size, recs))
+    store = ResultStore(tmp_path / "r")
+    rows, _ = evaluate(tiny, samples, _cells(), _settings(), store, CTX)
+    assert sorted(written) == [0, 0, 0, 1, 1, 1] and len(rows) == 3
+    assert not any((tmp_path / "r" / "partial").glob("*/*"))
+    assert len(_records(store)) == 3 * len(samples.items) == 60
+
+
 def test_crash_mid_run_then_resume_gives_the_same_rows(tiny, samples, tmp_path, monkeypatch):
     reference = ResultStore(tmp_path / "ref")
     evaluate(tiny, samples, _cells(), _settings(), reference, CTX)

@@ -1,9 +1,10 @@
 """Evaluation engine: decode each batch once, then produce every cell of the suite from it on the device.
 
 dataset -> uint8 crops (CPU workers) -> device -> for each (corruption, severity) cell:
-corrupt -> [faithful JPEG] -> normalise -> model -> per-image records.
-The dataset is processed in shards; each finished shard is written for every cell, so a killed run
-resumes at the shard where it stopped and never recomputes a finished cell.
+corrupt -> [faithful JPEG | 8-bit step] -> normalise (inside the JPEG step's per-image write when there is one)
+-> model -> per-image records.
+The dataset is processed in shards; each finished shard is written for every cell (the last one straight into
+the cell's records), so a killed run resumes at the shard where it stopped and never recomputes a finished cell.
 
 The steps, each a function: :func:`score_batch` (one cell of one batch -> records), :func:`run_shard` (every
 pending cell of one shard -> shard files), :func:`make_row` (a finished cell's records -> its result row), and
@@ -385,20 +386,24 @@ def evaluate(entry: ModelEntry, images: ImageList, cells: list[Cell], runtime: R
             if rate:
                 bar.set_postfix_str(f"{rate / bar.per_cell:.0f} images/s per cell")
 
+    rows: dict[Cell, dict | None] = {}
+    n_skipped: list[int] = []  # counted once, at the first cell finished: after the last shard's skipped files
+
+    def finish(cell: Cell, last: pd.DataFrame | None = None) -> None:
+        if not n_skipped:
+            n_skipped.append(store.count_skipped({str(i.path) for i in images.items}))
+        rows[cell] = store.finish_cell(ids[cell], len(shards), runtime.shard_size, lambda recs: make_row(
+            cell, ids[cell], recs, entry, runtime, ctx, n_skipped[0], images.protocol), last)
+
     try:
-        skipped = _run_shards(scorer, images, shards, pending, ids, store, plan, on_batch)
+        skipped = _run_shards(scorer, images, shards, pending, ids, store, plan, on_batch, finish)
     finally:
         if bar is not None:
             bar.close()
-    rows = []
-    n_skipped = store.count_skipped({str(i.path) for i in images.items})
-    for cell in pending:
-        row = store.finish_cell(ids[cell], len(shards), runtime.shard_size,
-                                lambda recs, cell=cell: make_row(cell, ids[cell], recs, entry, runtime, ctx, n_skipped,
-                                                                 images.protocol))
-        if row is not None:
-            rows.append(row)
-    return rows, skipped
+    for cell in pending:  # cells whose last shard was done before (resume) or by another process
+        if cell not in rows:
+            finish(cell)
+    return [rows[c] for c in pending if rows[c] is not None], skipped
 
 
 def make_scorer(entry: ModelEntry, images: ImageList, runtime: Runtime, log: Callable[[str], None]) -> Scorer:
@@ -413,9 +418,10 @@ def make_scorer(entry: ModelEntry, images: ImageList, runtime: Runtime, log: Cal
 
 
 def _run_shards(scorer: Scorer, images: ImageList, shards: list[list[int]], pending: list[Cell],
-                ids: dict[Cell, str], store: ResultStore, plan: CachePlan,
-                on_batch: Callable[[int], None]) -> list[tuple[str, str]]:
-    """Every shard's pending cells into the store; with a cache, the next shard decodes while this one is scored."""
+                ids: dict[Cell, str], store: ResultStore, plan: CachePlan, on_batch: Callable[[int], None],
+                finish: Callable[[Cell, pd.DataFrame], None]) -> list[tuple[str, str]]:
+    """Every shard's pending cells into the store; with a cache, the next shard decodes while this one is scored.
+    The last shard's records go straight into ``finish`` (the cell's records and row), not into a shard file."""
     prefetch = ShardPrefetch(images, scorer.entry.preprocessing, scorer.runtime, plan) if plan.mode != "stream" \
         else None
     skipped: list[tuple[str, str]] = []
@@ -436,7 +442,10 @@ def _run_shards(scorer: Scorer, images: ImageList, shards: list[list[int]], pend
             if shard_skipped:
                 store.write_skipped(shard_skipped)
             for cell, recs in shard_records.items():
-                store.write_shard(ids[cell], k, size, recs)
+                if k == len(shards) - 1:
+                    finish(cell, recs)
+                else:
+                    store.write_shard(ids[cell], k, size, recs)
     finally:
         if prefetch:
             prefetch.close()

@@ -5,7 +5,8 @@ Layout of a results dir::
     results.csv                 one row per finished (model, dataset, corruption, severity) cell
     records/<cell_id>.parquet   per-image records of a finished cell (image_id, label, pred, correct1,
                                 correct5, p_true, confidence): every metric can be recomputed from disk
-    partial/<cell_id>/<size>x<k>.parquet  records of finished shards of unfinished cells (removed when done)
+    partial/<cell_id>/<size>x<k>.parquet  records of finished shards of unfinished cells (removed when done; a
+                                cell's last shard goes straight into its records)
     skipped.csv                 images that could not be read, with the reason
 
 Every file is written to a temporary name and renamed into place, so a SIGKILL loses at most the shard in flight.
@@ -88,32 +89,39 @@ class ResultStore:
     def write_shard(self, cell_id: str, shard: int, size: int, records: pd.DataFrame) -> None:
         atomic_write(self._shard_path(cell_id, shard, size), lambda tmp: records.to_parquet(tmp, index=False))
 
-    def load_shards(self, cell_id: str, n_shards: int, size: int) -> pd.DataFrame:
-        frames = [pd.read_parquet(self._shard_path(cell_id, k, size)) for k in range(n_shards)]
-        frames = [f for f in frames if len(f)]
+    def load_shards(self, cell_id: str, n_shards: int, size: int,
+                    last: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The cell's records: its shard files, the last one (``last``) from memory when given."""
+        frames = [pd.read_parquet(self._shard_path(cell_id, k, size)) for k in range(n_shards - (last is not None))]
+        frames = [f for f in [*frames, *([] if last is None else [last])] if len(f)]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RECORD_COLUMNS)
 
     # --- finished cells
-    def finish_cell(self, cell_id: str, n_shards: int, size: int,
-                    make_row: Callable[[pd.DataFrame], dict]) -> dict | None:
+    def finish_cell(self, cell_id: str, n_shards: int, size: int, make_row: Callable[[pd.DataFrame], dict],
+                    last: pd.DataFrame | None = None) -> dict | None:
         """Under the lock: unless another process finished the cell first, read its shards, write its records
-        and then its row (``make_row(records)``); drop its partial shards either way. Returns the row written,
-        or None when the cell was already finished."""
+        and then its row (``make_row(records)``); drop its partial shards either way. ``last``: the records of
+        the cell's last shard, just computed and never written as a shard file (finishing right away writes
+        them once instead of three times). Returns the row written, or None when the cell was already finished."""
         with self.lock():
-            if cell_id not in self.finished_cells():
-                records = self.load_shards(cell_id, n_shards, size)
+            existing = self.rows()
+            if cell_id not in set(existing["cell_id"].astype(str)):
+                records = self.load_shards(cell_id, n_shards, size, last)
                 row = make_row(records)
                 rel = f"records/{cell_id}.parquet"
                 atomic_write(self.root / rel, lambda tmp: records.to_parquet(tmp, index=False))
-                self.append_rows([{**row, "records": rel}])
+                self.append_rows([{**row, "records": rel}], existing)
             else:
                 row = None
-            shutil.rmtree(self.root / "partial" / cell_id, ignore_errors=True)
+            if (self.root / "partial" / cell_id).exists():
+                shutil.rmtree(self.root / "partial" / cell_id, ignore_errors=True)
         return row
 
-    def append_rows(self, rows: list[dict]) -> None:
+    def append_rows(self, rows: list[dict], existing: pd.DataFrame | None = None) -> None:
+        """Add rows to results.csv (a cell already there keeps its first row). ``existing``: the file's rows as
+        just read under the lock, which the caller still holds (saves reading it twice)."""
         with self.lock():
-            existing = self.rows()
+            existing = self.rows() if existing is None else existing
             new = pd.DataFrame(rows)
             combined = pd.concat([existing, new], ignore_index=True) if len(existing) else new
             combined = combined.drop_duplicates(subset="cell_id", keep="first")
