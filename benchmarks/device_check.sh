@@ -13,6 +13,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
+[[ "$PY" == */* ]] && PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"  # absolute: the steps run in benchmarks/
 OUT=${OUT:-$PWD/benchmarks/results}
 SCALE=${SCALE:-1}  # SCALE=0.1: a quick try of the script itself (e.g. on a CPU)
 mkdir -p "$OUT"
@@ -32,7 +33,7 @@ step "throughput: resnet50, suite=imagenet_c, default runtime"
 timeout 200 $PY throughput.py --model torchvision --set model.name=resnet50 model.random_init=true \
   --images "$(n 200)" --repeat "$(n 10)" --out "$OUT"
 step "throughput: efficientnet_lite0 (real weights), suite=imagenet_c"
-timeout 60 $PY throughput.py --images "$(n 200)" --repeat "$(n 5)" --out "$OUT"
+timeout 70 $PY throughput.py --images "$(n 200)" --repeat "$(n 5)" --out "$OUT"
 step "throughput: resnet50 with runtime.compile=true"
 timeout 200 $PY throughput.py --model torchvision --set model.name=resnet50 model.random_init=true \
   runtime.compile=true --images "$(n 200)" --repeat "$(n 5)" --out "$OUT"

@@ -25,8 +25,8 @@ from corruptions.registry import apply_corruption
 from corruptions.rng import derive_seeds
 from robustbench_in.data.classes import imagenet_classes
 from robustbench_in.data.datasets import ImageList
-from robustbench_in.data.preprocessing import Preprocessing
 from robustbench_in.data.loader import make_loader
+from robustbench_in.data.preprocessing import Preprocessing
 from robustbench_in.evaluate.pipeline import (CachePlan, DecodedShard, ShardPrefetch, accepted_labels, ahead,
                                                plan_cache)
 from robustbench_in.evaluate.results import RECORD_COLUMNS, ResultStore, cell_summary
