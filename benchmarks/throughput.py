@@ -70,12 +70,17 @@ def repeated(images, times: int):
     return images
 
 
+def limit_input(entry, runtime, batch: int) -> torch.Tensor:
+    """One batch of real normalised crops on the run's device: the run's batch size even from fewer samples."""
+    crops, _, _ = sample_crops(batch)
+    crops = crops.repeat(-(-batch // len(crops)), 1, 1, 1)[:batch]
+    return entry.preprocessing.normalize(crops.to(runtime.torch_device).float().div(255.0))
+
+
 def model_limit(entry, runtime, batch: int, seconds: float = 6.0) -> dict:
     """Images/s of the bare forward pass: the faster memory format, best of repeated timed loops."""
-    crops, _, _ = sample_crops(batch)
-    crops = crops.repeat(-(-batch // len(crops)), 1, 1, 1)[:batch]  # the run's batch even from fewer samples
     device = runtime.torch_device
-    x = entry.preprocessing.normalize(crops.to(device).float().div(255.0))
+    x = limit_input(entry, runtime, batch)
     model = entry.module.to(device).eval()
     best = {}
     for name, fmt in (("nchw", torch.contiguous_format), ("channels_last", torch.channels_last)):
@@ -99,12 +104,10 @@ def sustained_rate(entry, runtime, batch: int, fmt: str, seconds: float | None =
     """Images/s of the bare forward pass in ``fmt`` over a whole timed loop (total images / total seconds): 8 s
     on CPU, whose speed drifts, 3 s on a GPU."""
     seconds = seconds or (8.0 if runtime.torch_device.type == "cpu" else 3.0)
-    crops, _, _ = sample_crops(batch)
-    crops = crops.repeat(-(-batch // len(crops)), 1, 1, 1)[:batch]
     device = runtime.torch_device
     memory_format = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
     model = entry.module.to(device).eval().to(memory_format=memory_format)
-    x = entry.preprocessing.normalize(crops.to(device).float().div(255.0)).contiguous(memory_format=memory_format)
+    x = limit_input(entry, runtime, batch).contiguous(memory_format=memory_format)
     with torch.inference_mode(), runtime.autocast():
         model(x)
         done, t0 = 0, time.perf_counter()

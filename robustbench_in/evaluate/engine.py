@@ -13,6 +13,7 @@ pending cell of one shard -> shard files), :func:`make_row` (a finished cell's r
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -387,13 +388,12 @@ def evaluate(entry: ModelEntry, images: ImageList, cells: list[Cell], runtime: R
                 bar.set_postfix_str(f"{rate / bar.per_cell:.0f} images/s per cell")
 
     rows: dict[Cell, dict | None] = {}
-    n_skipped: list[int] = []  # counted once, at the first cell finished: after the last shard's skipped files
+    # counted once, when the first cell finishes: after the last shard's skipped files are written
+    n_skipped = functools.cache(lambda: store.count_skipped({str(i.path) for i in images.items}))
 
     def finish(cell: Cell, last: pd.DataFrame | None = None) -> None:
-        if not n_skipped:
-            n_skipped.append(store.count_skipped({str(i.path) for i in images.items}))
         rows[cell] = store.finish_cell(ids[cell], len(shards), runtime.shard_size, lambda recs: make_row(
-            cell, ids[cell], recs, entry, runtime, ctx, n_skipped[0], images.protocol), last)
+            cell, ids[cell], recs, entry, runtime, ctx, n_skipped(), images.protocol), last)
 
     try:
         skipped = _run_shards(scorer, images, shards, pending, ids, store, plan, on_batch, finish)
