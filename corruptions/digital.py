@@ -4,8 +4,9 @@ contrast, elastic_transform, pixelate, jpeg_compression and the extra saturate (
 ImageNet-C's fourth weather corruption, is in ``corruptions.weather``), plus :func:`jpeg_round_trip`, the uint8 +
 JPEG step that the released ImageNet-C files went through (spec §1.3). Everything is batched torch; only JPEG
 coding runs on CPU, per image (libjpeg through torchvision, or Pillow where torchvision has dropped its codec:
-the same bytes either way, bit-identical to PIL's round trip), and its result is moved back to the input's device. The benchmark corruptions are defined (so registered)
-in the paper's order, which is the order ``list_corruptions`` reports them in.
+the same bytes either way, bit-identical to PIL's round trip), and its result is moved back to the input's
+device. The benchmark corruptions are defined (so registered) in the paper's order, which is the order
+``list_corruptions`` reports them in.
 """
 
 from __future__ import annotations
