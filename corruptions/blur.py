@@ -81,7 +81,7 @@ def defocus_blur(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> to
 
 def glass_offsets(seeds: torch.Tensor, height: int, width: int, delta: int, iterations: int
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image (dx, dy) of every visited pixel and iteration: ints in [-δ, δ-1], each (N, iters, H-2δ, W-2δ).
+    """Per-image (dx, dy) of every visited pixel and iteration: int32 in [-δ, δ-1], each (N, iters, H-2δ, W-2δ).
 
     The reference draws ``randint(-δ, δ, 2)``: the upper bound is exclusive, hence the asymmetry (spec §3.5).
     Element [k, i, j] belongs to pixel (δ+1+i, δ+1+j) (row, column) in iteration k. Drawn as 16-bit fields f of
@@ -94,8 +94,8 @@ def glass_offsets(seeds: torch.Tensor, height: int, width: int, delta: int, iter
     words = rng.bits(seeds, (iterations, (count + 1) // 2), stream=1)
     fields = words.view(torch.int16).to(torch.int32).bitwise_and_(0xFFFF)  # 4 unsigned 16-bit fields per word
     offsets = fields.mul_(2 * delta).bitwise_right_shift_(16).sub_(delta).view(n, iterations, -1, 2)[:, :, :count]
-    dx = offsets[..., 0].reshape(n, iterations, rows, cols).to(torch.int64)
-    dy = offsets[..., 1].reshape(n, iterations, rows, cols).to(torch.int64)
+    dx = offsets[..., 0].reshape(n, iterations, rows, cols)
+    dy = offsets[..., 1].reshape(n, iterations, rows, cols)
     return dx, dy
 
 
@@ -107,41 +107,56 @@ def glass_shuffle(pixels: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, delt
     is written only at its own visit, so p ends with final(q) if q was visited earlier in the scan (q in the
     visited square and q after p in row-major order), else with q's value at the start of the iteration.
     Those chains (a few links long) are resolved by pointer jumping over the visited square (log2 of the longest
-    chain rounds), giving each iteration as a map "p takes the value of pixel T(p)"; the iterations' maps are
-    composed on indices and the pixels gathered once. Identical results to the loop (tests/test_corruptions_blur.py).
+    chain rounds, each over the still-unresolved pixels only: about a third, then a tenth, ...), giving each
+    iteration as a map "p takes the value of pixel T(p)"; the iterations' maps are composed on indices and the
+    pixels gathered once. Indices are int32 where the batch allows (half the memory traffic of int64). Identical
+    results to the loop (tests/test_corruptions_blur.py).
     """
     n, c, h, w = pixels.shape
     device = pixels.device
     rh, rw, size = h - 2 * delta, w - 2 * delta, h * w  # the visited square: rows and columns δ+1 .. size-δ
-    full = torch.arange(size, device=device).view(h, w)
+    index = torch.int32 if 2 * n * c * size < 2 ** 31 else torch.int64
+    full = torch.arange(size, dtype=index, device=device).view(h, w)
     square = full[delta + 1:h - delta + 1, delta + 1:w - delta + 1].reshape(1, -1)  # image index of each visited p
-    square_index = torch.full((size,), -1, dtype=torch.int64, device=device)  # image index -> square index
-    square_index[square.view(-1)] = torch.arange(rh * rw, device=device)
+    square_index = torch.full((size,), -1, dtype=index, device=device)  # image index -> square index, else -1
+    square_index[square.view(-1)] = torch.arange(rh * rw, dtype=index, device=device)
     # flat indices over the whole batch (image i's entries start at i * length): index_select beats gather
-    square_base = (torch.arange(n, device=device) * (rh * rw)).view(n, 1)
-    image_base = (torch.arange(n, device=device) * size).view(n, 1)
-    self_index = (torch.arange(rh * rw, device=device).view(1, -1) + square_base).view(-1)
-    source = (full.view(1, -1) + image_base).view(-1)  # composed map: result(p) = pixels[source[p]]
+    square_base = (torch.arange(n, dtype=index, device=device) * (rh * rw)).view(n, 1)
+    image_base = (torch.arange(n, dtype=index, device=device) * size).view(n, 1)
+    source = (full.view(1, -1) + image_base).view(n, h, w)  # composed map: result(p) = pixels[source[p]]
     for k in range(dx.shape[1]):
-        offset = (dy[:, k] * w + dx[:, k]).to(device).view(n, -1)  # q - p in image indices
+        offset = (dy[:, k].to(device=device, dtype=index) * w).add_(dx[:, k].to(device=device, dtype=index))
+        offset = offset.view(n, -1)  # q - p in image indices
         q = square + offset
         q_square = square_index.index_select(0, q.view(-1)).view(n, -1)
         # q was visited before p: inside the square and after p in row-major order
         linked = ((q_square >= 0) & (offset > 0)).view(-1)
-        nxt = (q_square + square_base).view(-1).sub_(self_index).mul_(linked).add_(self_index)  # unlinked: self
         state = (q + image_base).view(-1).mul_(2).add_(linked)  # (flat index p copies from) * 2 + linked
-        # pointer jumping: every p takes over its successor's source, link and successor (unlinked p: no-op)
-        while bool(linked.any()):
-            state = state.index_select(0, nxt)
-            nxt = nxt.index_select(0, nxt)
-            linked = (state & 1).bool()
-        step = full.view(1, -1) + image_base
-        step.view(n, h, w)[:, delta + 1:h - delta + 1, delta + 1:w - delta + 1] = (state >> 1).view(n, rh, rw)
-        source = source.index_select(0, step.view(-1))  # value after this iteration = previous value at step(p)
+        active = linked.nonzero().squeeze(1)
+        if active.numel():
+            successor = q_square.clamp_(min=0).add_(square_base).view(-1)  # followed only where p is linked
+            _jump_pointers(state, successor, active, index)
+        # value after this iteration = previous value at T(p); unvisited pixels keep theirs
+        taken = source.view(-1).index_select(0, state.bitwise_right_shift_(1))
+        source[:, delta + 1:h - delta + 1, delta + 1:w - delta + 1] = taken.view(n, rh, rw)
     # pixel (i, ch, p) = pixels.flat[(i·c + ch)·size + source[p] - i·size]
-    planes = (torch.arange(c, device=device) * size).view(1, c, 1) + (image_base * (c - 1)).view(n, 1, 1)
+    planes = (torch.arange(c, dtype=index, device=device) * size).view(1, c, 1) + (image_base * (c - 1)).view(n, 1, 1)
     out = pixels.reshape(-1).index_select(0, (source.view(n, 1, size) + planes).view(-1))
     return out.view(n, c, h, w)
+
+
+def _jump_pointers(state: torch.Tensor, successor: torch.Tensor, active: torch.Tensor, index: torch.dtype) -> None:
+    """Pointer jumping in place over the linked entries ``active``: each takes over its successor's state (source
+    and link bit) and successor, reading all before writing any, until no entry is linked. Unlinked entries'
+    ``successor`` values are never followed."""
+    ahead = successor.index_select(0, active)
+    while active.numel():
+        taken = state.index_select(0, ahead)
+        further = successor.index_select(0, ahead)
+        state.index_copy_(0, active, taken)
+        successor.index_copy_(0, active, further)
+        still = taken.bitwise_and(1).bool()
+        active, ahead = active[still], further[still]
 
 
 @register_corruption("glass_blur", category="blur", benchmark="imagenet_c", random=True,

@@ -190,3 +190,15 @@ def test_atomic_write_leaves_a_readable_file_and_no_temporaries(tmp_path):
     assert path.read_text() == "a\n1\n"
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]
+
+
+def test_unit_float_is_levels_over_255_across_blocks():
+    """The blocked uint8 -> float conversion the engine feeds the corruptions gives the same bits as
+    ``x.float() / 255`` for every level, over more images than one block holds (blocks of ~2 MiB: 3 images here)."""
+    levels = torch.randint(0, 256, (7, 3, 224, 224), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    levels[0, 0, 1, :] = torch.arange(224, dtype=torch.uint8)
+    levels[0, 0, 2, :32] = torch.arange(224, 256, dtype=torch.uint8)
+    out = engine.unit_float(levels)
+    assert out.dtype == torch.float32 and out.shape == levels.shape
+    assert torch.equal(out, levels.float() / 255.0)
+    assert torch.equal(engine.unit_float(levels[:0]), levels[:0].float())

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from corruptions.filters import empty_batch, images_per_chunk
 from corruptions.registry import apply_corruption
 from corruptions.rng import derive_seeds
 from robustbench_in.data.classes import imagenet_classes
@@ -70,6 +71,19 @@ def corrupt_batch(cell: Cell, images: torch.Tensor, image_ids: torch.Tensor, see
                                None if preprocessing is None else preprocessing.affine)
     out = quantize(out, cell.quantize)
     return out if preprocessing is None else preprocessing.normalize(out)
+
+
+def unit_float(levels: torch.Tensor) -> torch.Tensor:
+    """uint8 grey levels -> float32 levels / 255 (the corruptions' input). On CPU in ~2 MiB blocks of images, each
+    converted and divided while it is in cache: one pass over the batch's memory instead of three (a 64-image
+    batch: ~0.09 instead of ~0.25 ms per image, paid once per cell). Same bits either way."""
+    if levels.device.type != "cpu":
+        return levels.float().div_(255.0)
+    out = empty_batch(levels.shape, torch.float32, levels.device)
+    step = images_per_chunk(out)
+    for start in range(0, levels.shape[0], step):
+        out[start:start + step].copy_(levels[start:start + step]).div_(255.0)
+    return out
 
 
 def quantize(images: torch.Tensor, mode: str) -> torch.Tensor:
@@ -292,7 +306,7 @@ def run_shard(scorer: Scorer, images: ImageList, shard: list[int], cells: list[C
     batches = ((b["images"], b) for b in _readable(loader, skipped))
     t0 = time.perf_counter()
     for x_uint8, batch in ahead(device, batches):
-        x = x_uint8.float().div_(255.0)
+        x = unit_float(x_uint8)
         accepted = accepted_labels(batch).to(device, non_blocking=True)
         wait += time.perf_counter() - t0
         for cell in cells:
@@ -327,7 +341,7 @@ def _run_cached(scorer: Scorer, decoded: DecodedShard, cells: list[Cell],
         slices = ((decoded.images[s:s + step], s) for s in range(0, n, step))
         started = timer.start()
         for x_uint8, s in ahead(device, slices):
-            parts[cell].extend(score_in_pieces(scorer, cell, x_uint8.float().div_(255.0),
+            parts[cell].extend(score_in_pieces(scorer, cell, unit_float(x_uint8),
                                                decoded.image_ids[s:s + step], decoded.accepted[s:s + step]))
             on_batch(len(x_uint8))
         timer.stop(cell, started)
