@@ -3,8 +3,9 @@
 Covers ImageNet-C's 15 and its 4 extras (reference: imagecorruptions-imaug) and the 10 ImageNet-C-bar corruptions
 (reference: ``cbar_reference.py``, the numpy re-run of the original generator), on sample crops at 224x224,
 severity 3 unless told otherwise. Ours runs as the engine calls it (``apply_corruption(..., check_input=False)``,
-a batch of ``--images``, output cleanup and allocation included); the reference runs image by image on uint8 HWC
-arrays (``--reference-images``; fewer where one image takes long, the same ones up to 4 times where it is quick).
+a batch of ``--images``, output cleanup and allocation included; for a corruption with an 8-bit twin, e.g.
+pixelate, ``apply_corruption_levels`` on the uint8 batch, as the engine does: uint8 in and out like the reference,
+column ``ours_path``); the reference runs image by image on uint8 HWC arrays (``--reference-images``; fewer where one image takes long, the same ones up to 4 times where it is quick).
 Two tables, in one run:
 
 * **1 thread:** torch, OpenCV and the reference's BLAS/OpenMP at one thread (set before numpy is imported), both in
@@ -53,10 +54,10 @@ import torch  # noqa: E402
 from _common import reference_any, sample_crops  # noqa: E402
 
 import corruptions  # noqa: E402
-from corruptions import apply_corruption, derive_seeds, get_corruption  # noqa: E402
+from corruptions import apply_corruption, apply_corruption_levels, derive_seeds, get_corruption  # noqa: E402
 from robustbench_in.models import ModelSpec, create_model  # noqa: E402
 
-FIELDS = ("threads", "suite", "corruption", "severity", "ours_ms_per_image", "ref_ms_per_image", "speedup",
+FIELDS = ("threads", "suite", "corruption", "severity", "ours_path", "ours_ms_per_image", "ref_ms_per_image", "speedup",
           "ours_images", "ref_images", "model_ms_per_image", "timer")
 REF_SECONDS = 1.0  # time budget of one reference timing: slow references get fewer images (at least 2)
 REF_CYCLES = 4  # fast references go over their images up to this many times per timing
@@ -153,17 +154,22 @@ class Reference:
 # ------------------------------------------------------------------------------------------------------ one table
 
 
-def measure(name: str, severity: int, x, ids, ref: Reference | None, args, clock) -> dict:
-    """ours vs the reference (if any) for one corruption x severity, interleaved, best of ``args.repeats`` each."""
+def measure(name: str, severity: int, x, levels, ids, ref: Reference | None, args, clock) -> dict:
+    """ours vs the reference (if any) for one corruption x severity, interleaved, best of ``args.repeats`` each.
+    ``x``: the float batch; ``levels``: the same as uint8, for corruptions the engine runs on 8-bit levels."""
     sync = x.device.type == "cuda"
     corruption = get_corruption(name)
     seeds = derive_seeds(0, ids, name, severity).to(x.device)
     ref_seeds = [int(s) for s in derive_seeds(1, ids, name, severity)]
+    path = "levels" if corruption.levels_fn is not None else "float"
 
-    def ours():
-        apply_corruption(corruption, x, severity, seeds, check_input=False)
+    def ours(n=len(x)):
+        if path == "levels":
+            apply_corruption_levels(corruption, levels[:n], severity, seeds[:n])
+        else:
+            apply_corruption(corruption, x[:n], severity, seeds[:n], check_input=False)
 
-    apply_corruption(corruption, x[:2], severity, seeds[:2], check_input=False)  # lazy tables, kernels
+    ours(2)  # lazy tables, kernels
     n_ref = ref.warm(name, severity, ref_seeds) if ref is not None else 0
     ours_s, ref_s = math.inf, math.inf
     for _ in range(args.repeats):
@@ -173,12 +179,12 @@ def measure(name: str, severity: int, x, ids, ref: Reference | None, args, clock
                 ref_s = min(ref_s, best_of(lambda: ref(name, severity, n_ref, ref_seeds), 1, clock, False))
     ours_ms = ours_s / len(x) * 1e3
     ref_ms = ref_s / n_ref * 1e3 if ref is not None else math.nan
-    return {"corruption": name, "severity": severity, "ours_ms_per_image": round(ours_ms, 4),
+    return {"corruption": name, "severity": severity, "ours_path": path, "ours_ms_per_image": round(ours_ms, 4),
             "ref_ms_per_image": round(ref_ms, 4), "speedup": round(ref_ms / ours_ms, 3), "ours_images": len(x),
             "ref_images": n_ref}
 
 
-def table(threads: int, x, ids, ref_images, names, severities, args) -> list[dict]:
+def table(threads: int, x, levels, ids, ref_images, names, severities, args) -> list[dict]:
     """One table: every corruption x severity at ``threads`` on both sides, printed as it goes."""
     set_threads(threads)
     cpu_time = threads == 1 and x.device.type == "cpu"
@@ -200,13 +206,14 @@ def table(threads: int, x, ids, ref_images, names, severities, args) -> list[dic
         for name in names:
             for severity in severities:
                 ref = None if args.no_reference else Reference(ref_images, pool, threads if pool else 1)
-                r = measure(name, severity, x, ids, ref, args, clock)
+                r = measure(name, severity, x, levels, ids, ref, args, clock)
                 r.update(threads=threads, suite=suite.get(name, ""), model_ms_per_image=round(model_ms, 4),
                          timer=timer)
                 rows.append(r)
                 ref_ms, speedup = ("-", "-") if ref is None else (f"{r['ref_ms_per_image']:.2f}",
                                                                   f"{r['speedup']:.2f}x")
-                print(f"{name:<28}{severity:>4}{r['ours_ms_per_image']:>13.2f}{ref_ms:>12}{speedup:>10}"
+                label = name + (" [uint8]" if r["ours_path"] == "levels" else "")
+                print(f"{label:<28}{severity:>4}{r['ours_ms_per_image']:>13.2f}{ref_ms:>12}{speedup:>10}"
                       f"{r['ours_ms_per_image'] / model_ms:>11.2f}x", flush=True)
     finally:
         if pool is not None:
@@ -248,7 +255,8 @@ def main() -> None:
     names = args.corruptions or [*corruptions.IMAGENET_C, *corruptions.IMAGENET_C_EXTRA, *corruptions.IMAGENET_C_BAR]
     severities = [1, 2, 3, 4, 5] if args.all_severities else [args.severity]
     crops, _, ids = sample_crops(args.images)
-    x = crops.to(args.device).float().div(255.0)
+    levels = crops.to(args.device)
+    x = levels.float().div(255.0)
     ref_images = [c.permute(1, 2, 0).numpy().copy() for c in crops[: args.reference_images]]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     print(f"{len(x)} images (reference: up to {len(ref_images)}) at {tuple(x.shape[-2:])}, severities {severities}, "
@@ -260,7 +268,7 @@ def main() -> None:
     start = time.perf_counter()
     # on a GPU one table (threads only set the reference's processes); on a CPU, 1 thread and then all
     counts = [args.threads] if x.device.type != "cpu" else sorted({1, args.threads})
-    rows = [r for threads in counts for r in table(threads, x, ids, ref_images, names, severities, args)]
+    rows = [r for threads in counts for r in table(threads, x, levels, ids, ref_images, names, severities, args)]
     out = args.out or Path(tempfile.mkdtemp(prefix="corruption_speed_"))
     if out.suffix != ".csv":
         out = out / "corruption_speed.csv"

@@ -6,6 +6,10 @@ int64 tensor (N,) with one seed per image (``rng.derive_seeds``). All randomness
 ``seeds[i]`` through the counter-based generators in ``rng``; the result is new memory, same shape, device
 and dtype, clipped to [0, 1]. Parameters are the ImageNet-C reference values at 224x224 and scale with the
 image size elsewhere. This package never imports ``robustbench_in``: it can be used on its own.
+
+Corruptions whose result lies on the 8-bit grid (pixelate, jpeg_compression) also register an 8-bit twin,
+``levels_fn``: uint8 levels in and out, the same result (``apply_corruption_levels``); the testbed runs those
+on its decoded uint8 images and skips the float conversions.
 """
 
 from corruptions.registry import (
@@ -18,6 +22,7 @@ from corruptions.registry import (
     UnknownCorruptionError,
     add_corruption,
     apply_corruption,
+    apply_corruption_levels,
     check_images,
     check_severity,
     get_corruption,
@@ -43,7 +48,8 @@ IMAGENET_C_BAR = tuple(registry.registered_names(benchmark="imagenet_c_bar"))  #
 
 __all__ = [
     "BENCHMARKS", "CATEGORIES", "ENTRY_POINT_GROUP", "SEVERITIES", "Corruption", "CorruptionInputError",
-    "UnknownCorruptionError", "add_corruption", "apply_corruption", "check_images", "check_severity", "derive_seeds",
+    "UnknownCorruptionError", "add_corruption", "apply_corruption", "apply_corruption_levels",
+    "check_images", "check_severity", "derive_seeds",
     "get_corruption", "list_corruptions", "load_entry_points", "register_corruption", "unregister_corruption",
     "IMAGENET_C", "IMAGENET_C_EXTRA", "SENSOR", "IMAGENET_C_BAR",
 ]

@@ -333,7 +333,10 @@ def pil_box_resize(levels: torch.Tensor, height: int, width: int) -> torch.Tenso
     if rows_copy and cols_copy:
         if levels.is_floating_point() and levels.ndim == 4 and _nearest_exact_is_pil_box(in_h, in_w, height, width):
             return F.interpolate(levels, size=(height, width), mode="nearest-exact")  # the fastest pixel copy
-        return levels.index_select(-2, rows[0]).index_select(-1, cols[0])
+        picked = levels if height == in_h else levels.index_select(-2, rows[0])  # equal sizes: identity taps
+        if width == in_w:
+            return picked.clone() if picked is levels else picked
+        return torch.gather(picked, -1, cols[0].expand(*picked.shape[:-1], width))  # beats index_select ~2x here
     out = levels.to(torch.int32)
     if width != in_w:
         out = _pil_box_axis(out, width, -1)
@@ -352,7 +355,19 @@ def pixelate_size(height: int, width: int, severity: int) -> tuple[int, int]:
             max(1, int(round(width * factor * REFERENCE_SIZE / short, 6))))
 
 
-@register_corruption("pixelate", category="digital", benchmark="imagenet_c", random=False,
+def pixelate_levels(levels: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
+    """:func:`pixelate` on uint8 grey levels (N, 3, H, W), uint8 out: the same box down-sampling, and the way back
+    up copies bytes instead of floats (the engine's 8-bit path, ``Corruption.levels_fn``)."""
+    height, width = levels.shape[-2:]
+    small_h, small_w = pixelate_size(height, width, severity)
+
+    def block(x: torch.Tensor, out: torch.Tensor) -> None:
+        _pixelate_up(_pixelate_down(x.to(work_dtype(x)), small_h, small_w), out)
+
+    return map_chunks(block, levels, fills_out=True)
+
+
+@register_corruption("pixelate", category="digital", benchmark="imagenet_c", random=False, levels_fn=pixelate_levels,
                      params={s: {"factor": v, "size": int(REFERENCE_SIZE * v)} for s, v in PIXELATE_FACTOR.items()})
 def pixelate(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
     """Box down-sampling to int(224 f) and box up-sampling back (spec §3.14), bit-exact to PIL's BOX filter.
@@ -367,23 +382,36 @@ def pixelate(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.
 
 
 def _pixelate_block(images: torch.Tensor, small_h: int, small_w: int, out: torch.Tensor) -> None:
-    height, width = images.shape[-2:]
-    dtype = work_dtype(images)
-    levels = (images.to(dtype) * 255.0).round_().clamp_(0.0, 255.0)
-    device = str(images.device)
-    rows_plan = _box_sum_plan(height, small_h, device, dtype)
-    cols_plan = _box_sum_plan(width, small_w, device, dtype)
+    levels = (images.to(work_dtype(images)) * 255.0).round_().clamp_(0.0, 255.0)
+    _pixelate_up(_pixelate_down(levels, small_h, small_w), out)
+
+
+def _pixelate_down(levels: torch.Tensor, small_h: int, small_w: int) -> torch.Tensor:
+    """Pillow's BOX down-sampling of float grey levels (N, C, H, W) to (small_h, small_w), float levels out."""
+    height, width = levels.shape[-2:]
+    device = str(levels.device)
+    rows_plan = _box_sum_plan(height, small_h, device, levels.dtype)
+    cols_plan = _box_sum_plan(width, small_w, device, levels.dtype)
     if rows_plan is not None and cols_plan is not None:
-        small = _box_down_exact(levels, rows_plan, cols_plan)
+        return _box_down_exact(levels, rows_plan, cols_plan)
+    return pil_box_resize(levels.to(torch.int32), small_h, small_w).to(levels.dtype)
+
+
+def _pixelate_up(small: torch.Tensor, out: torch.Tensor) -> None:
+    """Pillow's BOX up-sampling of float grey levels ``small`` into ``out``: levels / 255 for a float ``out``,
+    the levels themselves for a uint8 one."""
+    height, width = out.shape[-2:]
+    small_h = small.shape[-2]
+    device = str(small.device)
+    rows, _, rows_copy = _pil_box_taps(small_h, height, device)
+    if rows_copy and _pil_box_taps(small.shape[-1], width, device)[2]:
+        # the way back up only replicates pixels: columns on the short image, then whole rows copied straight into
+        # the output
+        values = small.to(torch.uint8) if out.dtype == torch.uint8 else small.div_(255.0).to(out.dtype)
+        torch.index_select(pil_box_resize(values, small_h, width), -2, rows[0], out=out)
     else:
-        small = pil_box_resize(levels.to(torch.int32), small_h, small_w).to(dtype)
-    if _pil_box_taps(small_h, height, device)[2] and _pil_box_taps(small_w, width, device)[2]:
-        # the way back up only replicates pixels: float conversion on the small image, columns on the short image,
-        # then whole rows copied straight into the output
-        wide = pil_box_resize(small.div_(255.0), small_h, width)
-        torch.index_select(wide.to(out.dtype), -2, _pil_box_taps(small_h, height, device)[0][0], out=out)
-    else:
-        out.copy_(pil_box_resize(small.to(torch.int32), height, width).to(dtype) / 255.0)
+        grown = pil_box_resize(small.to(torch.int32), height, width)
+        out.copy_(grown if out.dtype == torch.uint8 else grown.to(small.dtype) / 255.0)
 
 
 _CPU_BOX_BLOCKS = 4  # column blocks of the box-sum product on CPU: 4x fewer multiply-adds than one dense product
@@ -496,13 +524,15 @@ def _jpeg_codec(images: torch.Tensor, quality: int, levels: str,
     release the GIL (Pillow's encoder holds it: two threads coded no faster than one). Images on another device
     are turned into levels there and come over as uint8. Returns float (N, 3, H, W) on the input's device and
     dtype, in ``memory_format`` (channels_last skips the HWC -> CHW copy for a channels_last model); ``affine``
-    as in :func:`jpeg_round_trip`.
+    as in :func:`jpeg_round_trip`. uint8 images are taken as the levels themselves (float32 out).
     """
     n, _, height, width = images.shape
     last = memory_format == torch.channels_last
     out = empty_batch((n, height, width, 3) if last else (n, 3, height, width), torch.float32, "cpu")
     if n:
-        if images.device.type == "cpu":
+        if images.dtype == torch.uint8:  # the levels as they are: interleaved per image unless channels_last
+            source, level_pixels = _host_levels(images)
+        elif images.device.type == "cpu":
             source = (images if images.dtype in (torch.float32, torch.float64) else images.float()).detach().numpy()
             level_pixels = None
         else:  # (N, H, W, 3) uint8: levels and interleaving on the device, one copy over
@@ -516,7 +546,46 @@ def _jpeg_codec(images: torch.Tensor, quality: int, levels: str,
             pass
     if last:
         out = out.permute(0, 3, 1, 2)
-    return out.to(device=images.device, dtype=images.dtype)
+    return out.to(device=images.device, dtype=images.dtype if images.is_floating_point() else torch.float32)
+
+
+def _host_levels(levels: torch.Tensor) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """uint8 levels (N, 3, H, W) on the host for the codec: (planar NCHW, None), to be interleaved image by image
+    (a batch-wide permute of uint8 costs 4x more), or (None, interleaved NHWC) where the memory is channels_last."""
+    levels = levels.cpu()
+    nhwc = levels.permute(0, 2, 3, 1)
+    return (None, nhwc.numpy()) if nhwc.is_contiguous() else (levels.contiguous().numpy(), None)
+
+
+def _interleave(planes: np.ndarray, pixels: np.ndarray) -> None:
+    """(3, H, W) planes into interleaved (H, W, 3) ``pixels``, plane by plane (numpy's strided paths are slow
+    otherwise)."""
+    for c in range(3):
+        pixels[..., c] = planes[c]
+
+
+def jpeg_levels(levels: torch.Tensor, quality: int) -> torch.Tensor:
+    """JPEG encode + decode of uint8 levels (N, 3, H, W), uint8 out (channels_last memory, the decoder's own
+    layout): :func:`_jpeg_codec` without the float conversions, for the engine's 8-bit path."""
+    n, _, height, width = levels.shape
+    out = torch.empty((n, height, width, 3), dtype=torch.uint8)
+    if n:
+        planar, interleaved = _host_levels(levels)
+        decoded = out.numpy()
+        code = _libjpeg_round_trip()
+
+        def code_span(span: range) -> None:
+            pixels = np.empty((height, width, 3), dtype=np.uint8)
+            for i in span:
+                if planar is not None:
+                    _interleave(planar[i], pixels)
+                decoded[i] = code(pixels if planar is not None else interleaved[i], int(quality))
+
+        workers = min(n, max(1, torch.get_num_threads()))
+        spans = [range(n * k // workers, n * (k + 1) // workers) for k in range(workers)]
+        for _ in (map(code_span, spans) if workers == 1 else _jpeg_pool(workers).map(code_span, spans)):
+            pass
+    return out.permute(0, 3, 1, 2).to(levels.device)
 
 
 def _jpeg_code_span(span: range, source: np.ndarray | None, level_pixels: np.ndarray | None, out: np.ndarray,
@@ -537,14 +606,15 @@ def _jpeg_code_span(span: range, source: np.ndarray | None, level_pixels: np.nda
             scale, shift = (np.asarray(v, dtype=np.float32).reshape(3, 1, 1) for v in affine)
     pixels = np.empty((height, width, 3), dtype=np.uint8)
     planes = np.empty((3, height, width), dtype=np.uint8)
-    scaled = None if source is None else np.empty((3, height, width), dtype=source.dtype)
+    scaled = None if source is None or source.dtype == np.uint8 else np.empty((3, height, width), dtype=source.dtype)
     for i in span:
         if source is None:
             pixels = level_pixels[i]
+        elif source.dtype == np.uint8:
+            _interleave(source[i], pixels)
         else:  # levels plane by plane, then interleaved plane by plane: numpy's strided paths are slow otherwise
             _to_levels(source[i], levels, scaled, planes)
-            for c in range(3):
-                pixels[..., c] = planes[c]
+            _interleave(planes, pixels)
         decoded = code(pixels, quality)
         np.divide(decoded if channels_last else decoded.transpose(2, 0, 1), np.float32(255.0), out=out[i],
                   dtype=np.float32)
@@ -618,7 +688,8 @@ def jpeg_round_trip(images: torch.Tensor, quality: int = 85,
     each image is in cache rather than as one more pass over the batch.
 
     Truncation counts a value within 2**-10 of a grey level below it as that level (float32 rounding of values
-    the float64 reference puts exactly on a level); otherwise it is plain truncation toward zero.
+    the float64 reference puts exactly on a level); otherwise it is plain truncation toward zero. uint8 images
+    are taken as the grey levels themselves (the engine's 8-bit path; float32 out).
     """
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"jpeg_round_trip: expected (N, 3, H, W), got {tuple(images.shape)}")
@@ -629,8 +700,13 @@ def jpeg_round_trip(images: torch.Tensor, quality: int = 85,
     return _jpeg_codec(images, quality, "truncate", memory_format, affine)
 
 
+def jpeg_compression_levels(levels: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
+    """:func:`jpeg_compression` on uint8 grey levels, uint8 out (``Corruption.levels_fn``)."""
+    return jpeg_levels(levels, JPEG_QUALITY[severity])
+
+
 @register_corruption("jpeg_compression", category="digital", benchmark="imagenet_c", random=False,
-                     params={s: {"quality": v} for s, v in JPEG_QUALITY.items()})
+                     levels_fn=jpeg_compression_levels, params={s: {"quality": v} for s, v in JPEG_QUALITY.items()})
 def jpeg_compression(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
     """JPEG encode/decode at quality 25, 18, 15, 10, 7 (spec §3.15), bit-identical to PIL (libjpeg on CPU).
 

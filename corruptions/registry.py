@@ -25,6 +25,8 @@ CATEGORIES = ("noise", "blur", "weather", "digital", "sensor", "cbar", "other")
 BENCHMARKS = ("imagenet_c", "imagenet_c_extra", "sensor", "imagenet_c_bar")
 
 CorruptionFn = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]
+# The same corruption on 8-bit grey levels: uint8 (N, 3, H, W) -> uint8 levels (see Corruption.levels_fn).
+LevelsFn = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]
 
 
 class CorruptionInputError(ValueError):
@@ -48,6 +50,12 @@ class Corruption:
     ``benchmark`` names the benchmark set a corruption belongs to (one of :data:`BENCHMARKS` for the
     built-ins, ``""`` for none): ``corruptions.IMAGENET_C`` and the like are read from it, so the
     published lists are written down once, where the corruptions register.
+
+    ``levels_fn`` (optional) is the same corruption for corruptions whose result lies on the 8-bit grid anyway
+    (pixelate, jpeg_compression: they read their input as grey levels too, like the reference's uint8 images):
+    uint8 levels (N, 3, H, W) in, uint8 levels out, equal to ``round(255 * fn(levels / 255))`` exactly. The engine
+    runs it on its decoded uint8 images (:func:`apply_corruption_levels`), which skips three float passes over the
+    batch; ``tests/test_corruption_contract.py`` checks the equality for every corruption that has one.
     """
 
     name: str
@@ -58,6 +66,7 @@ class Corruption:
     description: str = ""
     runs_on: str = "any"
     benchmark: str = ""
+    levels_fn: LevelsFn | None = None
 
     def __call__(self, images: torch.Tensor, severity: int, seeds: torch.Tensor, *,
                  check_input: bool = True) -> torch.Tensor:
@@ -77,9 +86,11 @@ def register_corruption(
     description: str | None = None,
     runs_on: str = "any",
     benchmark: str = "",
+    levels_fn: LevelsFn | None = None,
     overwrite: bool = False,
 ) -> Callable[[CorruptionFn], CorruptionFn]:
-    """Decorator that registers ``fn(images, severity, seeds)`` under ``name``.
+    """Decorator that registers ``fn(images, severity, seeds)`` under ``name`` (``levels_fn``: its 8-bit twin,
+    see :class:`Corruption`).
 
     Returns the undecorated function, so it stays usable as a plain functional op.
     """
@@ -95,6 +106,7 @@ def register_corruption(
                 description=description if description is not None else first_paragraph(fn.__doc__),
                 runs_on=runs_on,
                 benchmark=benchmark,
+                levels_fn=levels_fn,
             ),
             overwrite=overwrite,
         )
@@ -247,3 +259,25 @@ def apply_corruption(corruption: Corruption | str, images: torch.Tensor, severit
             return out.to(images.dtype)
     # ``out`` is the corruption's own memory now, so clean it up in place (one pass less over the batch).
     return out.nan_to_num_(nan=0.0).clamp_(0.0, 1.0).to(images.dtype)
+
+
+def apply_corruption_levels(corruption: Corruption | str, levels: torch.Tensor, severity: int,
+                            seeds: torch.Tensor) -> torch.Tensor:
+    """Run a corruption's ``levels_fn`` on uint8 grey levels (N, 3, H, W): uint8 levels out, new memory, equal to
+    ``round(255 * apply_corruption(corruption, levels / 255, ...))``. For corruptions without one, raises."""
+    if isinstance(corruption, str):
+        corruption = get_corruption(corruption)
+    if corruption.levels_fn is None:
+        raise ValueError(f"{corruption.name} has no 8-bit version (levels_fn); use apply_corruption on floats")
+    severity = check_severity(severity)
+    if levels.ndim != 4 or levels.shape[1] != 3 or levels.dtype != torch.uint8:
+        raise CorruptionInputError(f"{corruption.name}: levels must be a uint8 tensor (N, 3, H, W), got "
+                                   f"{tuple(levels.shape)} {levels.dtype}")
+    seeds = torch.as_tensor(seeds, dtype=torch.int64)
+    if seeds.shape != (levels.shape[0],):
+        raise ValueError(f"{corruption.name}: seeds must have shape ({levels.shape[0]},), got {tuple(seeds.shape)}")
+    out = corruption.levels_fn(levels, severity, seeds.to(levels.device))
+    if out.dtype != torch.uint8 or out.shape != levels.shape:
+        raise TypeError(f"{corruption.name}: levels_fn returned {tuple(out.shape)} {out.dtype}, expected "
+                        f"{tuple(levels.shape)} uint8")
+    return out.clone() if out.data_ptr() == levels.data_ptr() else out

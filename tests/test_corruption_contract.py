@@ -26,7 +26,8 @@ import pytest
 import torch
 
 import corruptions
-from corruptions import Corruption, apply_corruption, derive_seeds, get_corruption, list_corruptions
+from corruptions import (Corruption, CorruptionInputError, apply_corruption, apply_corruption_levels, derive_seeds,
+                         get_corruption, list_corruptions)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # examples/ is importable from the repository root
@@ -248,3 +249,41 @@ def test_same_result_for_batch_sizes_1_7_32_and_shuffled(name):
     order = torch.randperm(32, generator=torch.Generator().manual_seed(0))
     shuffled = apply_corruption(corruption, BIG_BATCH[order], 3, seeds[order])
     assert torch.equal(shuffled, whole[order]), "a shuffled batch must only permute the outputs"
+
+
+LEVELS_NAMES = [name for name in NAMES if CORRUPTIONS[name].levels_fn is not None]
+
+
+def test_the_8_bit_twins_are_the_ones_that_work_on_levels():
+    assert set(LEVELS_NAMES) >= {"pixelate", "jpeg_compression"}
+
+
+@pytest.mark.parametrize("shape", [(3, 224, 224), (2, 72, 100), (2, 57, 31)])
+@pytest.mark.parametrize("name", LEVELS_NAMES)
+def test_the_8_bit_twin_gives_the_float_result_as_levels(name, shape):
+    """``levels_fn`` (the engine's path for uint8 images) equals the float corruption of levels / 255, rounded,
+    bit for bit, at every severity, at 224 and at sizes where other code paths run; its input stays untouched."""
+    n, height, width = shape
+    images = synthetic_images(n, height, width, seed=3)
+    levels = (images * 255).round().to(torch.uint8)
+    pristine = levels.clone()
+    seeds = common_seeds(name)[:n]
+    for severity in SEVERITIES:
+        ours = apply_corruption_levels(CORRUPTIONS[name], levels, severity, seeds)
+        floats = apply_corruption(CORRUPTIONS[name], levels.float() / 255, severity, seeds)
+        assert ours.dtype == torch.uint8 and ours.shape == levels.shape and ours.data_ptr() != levels.data_ptr()
+        assert torch.equal(ours.float() / 255, floats), f"{name} s{severity}: the 8-bit twin differs"
+    assert torch.equal(levels, pristine)
+
+
+def test_apply_corruption_levels_rejects_what_it_cannot_run():
+    levels = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
+    seeds = torch.arange(2)
+    with pytest.raises(ValueError, match="gaussian_noise has no 8-bit version"):
+        apply_corruption_levels("gaussian_noise", levels, 1, seeds)
+    with pytest.raises(CorruptionInputError, match="pixelate: levels must be a uint8 tensor"):
+        apply_corruption_levels("pixelate", levels.float(), 1, seeds)
+    with pytest.raises(ValueError, match=r"seeds must have shape \(2,\)"):
+        apply_corruption_levels("pixelate", levels, 1, torch.arange(3))
+    with pytest.raises(ValueError, match="severity must be an integer 1-5"):
+        apply_corruption_levels("pixelate", levels, 6, seeds)

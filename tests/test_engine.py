@@ -202,3 +202,25 @@ def test_unit_float_is_levels_over_255_across_blocks():
     assert out.dtype == torch.float32 and out.shape == levels.shape
     assert torch.equal(out, levels.float() / 255.0)
     assert torch.equal(engine.unit_float(levels[:0]), levels[:0].float())
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("jpeg,quantize", [(True, "truncate"), (False, "truncate"), (False, "round"), (False, "none")])
+def test_uint8_images_give_the_float_path_result_bit_for_bit(fmt, jpeg, quantize):
+    """The engine hands cells uint8 levels where the corruption has an 8-bit twin (pixelate, jpeg_compression) and
+    floats elsewhere; either way, and for the clean cell and a float-only corruption given uint8, the model input
+    has the same bits as the float path's, normalised or not."""
+    from corruptions import get_corruption
+    from robustbench_in.data.preprocessing import STANDARD
+
+    levels = torch.randint(0, 256, (3, 3, 40, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    ids = torch.tensor([4, 5, 6])
+    cells = [Cell(name, 3, "digital", get_corruption(name), faithful_jpeg=jpeg, quantize=quantize)
+             for name in ("pixelate", "jpeg_compression")]
+    cells += [Cell("test_noise", 2, "noise", NOISE, faithful_jpeg=jpeg, quantize=quantize), CLEAN_CELL]
+    assert [engine.takes_levels(c) for c in cells] == [True, True, False, False]
+    for cell in cells:
+        for preprocessing in (None, STANDARD):
+            floats = engine.corrupt_batch(cell, levels.float() / 255, ids, 0, fmt, preprocessing)
+            ours = engine.corrupt_batch(cell, levels, ids, 0, fmt, preprocessing)
+            assert ours.dtype == torch.float32 and torch.equal(ours, floats), cell.name

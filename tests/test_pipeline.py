@@ -39,7 +39,9 @@ def folder(sample_root, tmp_path_factory):
 
 
 def _cells():
-    return [CLEAN_CELL, *(Cell(n, s, "x", get_corruption(n)) for n in ("gaussian_noise", "contrast") for s in (1, 4))]
+    """Float cells, and pixelate, which the engine runs on the uint8 images (its 8-bit twin)."""
+    return [CLEAN_CELL, *(Cell(n, s, "x", get_corruption(n)) for n in ("gaussian_noise", "contrast") for s in (1, 4)),
+            Cell("pixelate", 2, "x", get_corruption("pixelate"))]
 
 
 def _run(entry, images, tmp_path, name, **kw):
@@ -57,9 +59,25 @@ def _run(entry, images, tmp_path, name, **kw):
 def test_cached_paths_give_the_streaming_records(tiny, folder, tmp_path, cache, kw):
     _, streamed, _ = _run(tiny, folder, tmp_path, "stream", cache="stream")
     rows, cached, notes = _run(tiny, folder, tmp_path, "cached", cache=cache, **kw)
-    assert len(streamed) == 5 * 18 and (rows["n"] == 18).all() and (rows["n_skipped"] == 1).all()
+    assert len(streamed) == 6 * 18 and (rows["n"] == 18).all() and (rows["n_skipped"] == 1).all()
     pd.testing.assert_frame_equal(cached, streamed)
     assert any(n.startswith("cache: host") for n in notes), notes  # on the CPU "device" is the host
+
+
+@pytest.mark.parametrize("cache", ["stream", "host"])
+def test_cells_with_an_8_bit_twin_get_the_uint8_images(tiny, folder, tmp_path, monkeypatch, cache):
+    """Streaming or cached, pixelate's cell goes through apply_corruption_levels on the decoded uint8 images (no
+    float round trip), once per batch; the float cells never do."""
+    calls = []
+    real = engine.apply_corruption_levels
+
+    def spy(corruption, levels, severity, seeds):
+        calls.append((corruption.name, levels.dtype, len(levels)))
+        return real(corruption, levels, severity, seeds)
+
+    monkeypatch.setattr(engine, "apply_corruption_levels", spy)
+    _run(tiny, folder, tmp_path, cache, cache=cache)
+    assert calls and {c[:2] for c in calls} == {("pixelate", torch.uint8)} and sum(c[2] for c in calls) == 18
 
 
 def test_streaming_is_the_cpu_default_and_says_nothing(tiny, folder, tmp_path):
@@ -186,14 +204,14 @@ def test_resuming_with_another_shard_size_never_mixes_shards(tiny, folder, tmp_p
 
     def crashing(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2 * 5 * 2 + 3:  # two shards of 8 (2 batches x 5 cells each), then into the third
+        if calls["n"] == 2 * 6 * 2 + 3:  # two shards of 8 (2 batches x 6 cells each), then into the third
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
     monkeypatch.setattr(engine, "corrupt_batch", crashing)
     with pytest.raises(KeyboardInterrupt):
         _run(tiny, folder, tmp_path, "resumed", cache="stream")
-    assert len(list((tmp_path / "resumed" / "partial").rglob("8x*.parquet"))) == 2 * 5
+    assert len(list((tmp_path / "resumed" / "partial").rglob("8x*.parquet"))) == 2 * 6
     monkeypatch.setattr(engine, "corrupt_batch", real)
     rows, resumed, _ = _run(tiny, folder, tmp_path, "resumed", cache="stream", shard_size=5)
     assert (rows["n"] == 18).all()

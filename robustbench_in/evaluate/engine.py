@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from corruptions.filters import empty_batch, images_per_chunk
-from corruptions.registry import apply_corruption
+from corruptions.registry import apply_corruption, apply_corruption_levels
 from corruptions.rng import derive_seeds
 from robustbench_in.data.classes import imagenet_classes
 from robustbench_in.data.datasets import ImageList
@@ -53,9 +53,14 @@ class EvalContext:
 def corrupt_batch(cell: Cell, images: torch.Tensor, image_ids: torch.Tensor, seed: int,
                   memory_format: torch.memory_format = torch.contiguous_format,
                   preprocessing: Preprocessing | None = None) -> torch.Tensor:
-    """Float images in [0, 1] -> the cell's version of them (same device; the JPEG step writes ``memory_format``
-    directly, sparing a channels_last model one copy). With ``preprocessing``: normalised for the model (by the
-    JPEG step as it writes each image, where the cell has one)."""
+    """Float images in [0, 1], or uint8 grey levels, -> the cell's version of them as floats (same device; the JPEG
+    step writes ``memory_format`` directly, sparing a channels_last model one copy). With ``preprocessing``:
+    normalised for the model (by the JPEG step as it writes each image, where the cell has one). Levels stay
+    levels through a corruption with an 8-bit twin (:func:`takes_levels`); others get them as floats."""
+    if images.dtype == torch.uint8:
+        if takes_levels(cell):
+            return _corrupt_levels(cell, images, image_ids, seed, memory_format, preprocessing)
+        images = unit_float(images)
     if cell.corruption is None:
         return images if preprocessing is None else preprocessing.normalize(images)
     seeds = derive_seeds(seed, image_ids, cell.name, cell.severity)
@@ -70,6 +75,26 @@ def corrupt_batch(cell: Cell, images: torch.Tensor, image_ids: torch.Tensor, see
         return jpeg_round_trip(out, cell.jpeg_quality, memory_format,
                                None if preprocessing is None else preprocessing.affine)
     out = quantize(out, cell.quantize)
+    return out if preprocessing is None else preprocessing.normalize(out)
+
+
+def takes_levels(cell: Cell) -> bool:
+    """Whether a cell runs on uint8 grey levels from end to end: its corruption has an 8-bit twin
+    (``Corruption.levels_fn``, the same result), so the engine hands it the decoded uint8 images directly."""
+    return cell.corruption is not None and cell.corruption.levels_fn is not None
+
+
+def _corrupt_levels(cell: Cell, levels: torch.Tensor, image_ids: torch.Tensor, seed: int,
+                    memory_format: torch.memory_format, preprocessing: Preprocessing | None) -> torch.Tensor:
+    """:func:`corrupt_batch` through the corruption's 8-bit twin: no float conversion before the JPEG step."""
+    seeds = derive_seeds(seed, image_ids, cell.name, cell.severity)
+    out = apply_corruption_levels(cell.corruption, levels, cell.severity, seeds)
+    if cell.faithful_jpeg:
+        from corruptions.digital import jpeg_round_trip
+
+        return jpeg_round_trip(out, cell.jpeg_quality, memory_format,
+                               None if preprocessing is None else preprocessing.affine)
+    out = unit_float(out)  # on the 8-bit grid already: quantize would return it unchanged
     return out if preprocessing is None else preprocessing.normalize(out)
 
 
@@ -182,8 +207,9 @@ class Scorer:
 
 def score_batch(scorer: Scorer, cell: Cell, x: torch.Tensor, image_ids: torch.Tensor,
                 accepted: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One cell of one batch of clean images (float [0, 1] on the device): corrupt, normalise, classify. Returns
-    the per-image records as tensors on the device (copied to the host once per shard, not per batch)."""
+    """One cell of one batch of clean images (float [0, 1] or uint8 levels, on the device): corrupt, normalise,
+    classify. Returns the per-image records as tensors on the device (copied to the host once per shard, not per
+    batch)."""
     runtime = scorer.runtime
     device = x.device
     with torch.inference_mode():
@@ -311,7 +337,8 @@ def run_shard(scorer: Scorer, images: ImageList, shard: list[int], cells: list[C
         wait += time.perf_counter() - t0
         for cell in cells:
             started = timer.start()
-            parts[cell].extend(score_in_pieces(scorer, cell, x, batch["image_ids"], accepted))
+            parts[cell].extend(score_in_pieces(scorer, cell, x_uint8 if takes_levels(cell) else x, batch["image_ids"],
+                                               accepted))
             timer.stop(cell, started)
             on_batch(len(x))
         ids.append(batch["image_ids"])
@@ -341,8 +368,8 @@ def _run_cached(scorer: Scorer, decoded: DecodedShard, cells: list[Cell],
         slices = ((decoded.images[s:s + step], s) for s in range(0, n, step))
         started = timer.start()
         for x_uint8, s in ahead(device, slices):
-            parts[cell].extend(score_in_pieces(scorer, cell, unit_float(x_uint8),
-                                               decoded.image_ids[s:s + step], decoded.accepted[s:s + step]))
+            parts[cell].extend(score_in_pieces(scorer, cell, x_uint8, decoded.image_ids[s:s + step],
+                                               decoded.accepted[s:s + step]))
             on_batch(len(x_uint8))
         timer.stop(cell, started)
     return _shard_frames(cells, parts, decoded.image_ids, decoded.labels, timer, decoded.seconds)
