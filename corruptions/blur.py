@@ -204,7 +204,21 @@ def glass_scramble(images: torch.Tensor, seeds: torch.Tensor, sigma: float, delt
 # ---------------------------------------------------------------- motion_blur
 
 
-@register_corruption("motion_blur", category="blur", benchmark="imagenet_c", random=True,
+def motion_blur_levels(levels: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
+    """:func:`motion_blur` on uint8 grey levels, uint8 out (``Corruption.levels_fn``): the reference reads and
+    writes 8-bit images, so the levels go in and come out as they are."""
+    radius, sigma = MOTION[severity]
+    scale = size_scale(levels)
+    return _motion_blur(levels, radius * scale, sigma * scale, _motion_angles(seeds, levels.device), quantize=True)
+
+
+def _motion_angles(seeds: torch.Tensor, device) -> torch.Tensor:
+    """One angle per image, U(-45°, 45°) in degrees (float64), from stream 0 of its seed."""
+    low, high = _MOTION_ANGLE_RANGE
+    return low + (high - low) * rng.uniform(seeds.to(device), (1,), stream=0, dtype=torch.float64).view(-1)
+
+
+@register_corruption("motion_blur", category="blur", benchmark="imagenet_c", random=True, levels_fn=motion_blur_levels,
                      params={s: {"radius": r, "sigma": g, "angle": _MOTION_ANGLE_RANGE}
                              for s, (r, g) in MOTION.items()})
 def motion_blur(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tensor:
@@ -215,9 +229,8 @@ def motion_blur(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> tor
     """
     radius, sigma = MOTION[severity]
     scale = size_scale(images)
-    low, high = _MOTION_ANGLE_RANGE
-    angles = low + (high - low) * rng.uniform(seeds.to(images.device), (1,), stream=0, dtype=torch.float64).view(-1)
     work = images.to(work_dtype(images))
+    angles = _motion_angles(seeds, images.device)
     return _motion_blur(work, radius * scale, sigma * scale, angles, quantize=True).to(images.dtype)
 
 

@@ -326,10 +326,11 @@ def motion_blur(images: torch.Tensor, radius: float, sigma: float, angles_deg: t
     copies each tap's rows with ``index_select``. With ``quantize=True`` the input is read as 8-bit (round(255·x),
     the reference's PNG round trip) and the result is ImageMagick's 8-bit value / 255, accumulated in float64 so
     the step-5 rounding boundaries fall as in ImageMagick's double arithmetic (float32 sums flip ~1e-4 of the values
-    by one level); otherwise the float result in the input dtype (accumulated in float64 on CPU).
+    by one level); otherwise the float result in the input dtype (accumulated in float64 on CPU). uint8 images
+    (with ``quantize=True``) are the 8-bit levels themselves, and the 8-bit result comes back as uint8.
     """
-    if not images.is_floating_point():
-        raise TypeError(f"motion_blur needs a float tensor, got {images.dtype}")
+    if not images.is_floating_point() and not (quantize and images.dtype == torch.uint8):
+        raise TypeError(f"motion_blur needs a float tensor (or uint8 levels with quantize=True), got {images.dtype}")
     n = images.shape[0]
     angles_deg = torch.as_tensor(angles_deg, device=images.device).reshape(-1)
     if angles_deg.shape[0] != n:
@@ -350,8 +351,9 @@ def motion_blur_block(images: torch.Tensor, taps: list[float], dx: torch.Tensor,
     reach = len(taps) - 1
     if images.numel() == 0:
         return images.clone()
-    src = images.to(work_dtype(images))
-    if quantize:
+    levels_in = images.dtype == torch.uint8
+    src = images if levels_in else images.to(work_dtype(images))
+    if quantize and not levels_in:
         src = torch.round(src * 255.0)  # integers: exact in any float dtype
     # rows are padded by edge replication (written straight into the accumulation dtype); the vertical border is
     # handled by clamping row indices below
@@ -377,6 +379,8 @@ def motion_blur_block(images: torch.Tensor, taps: list[float], dx: torch.Tensor,
             tap = windows.index_select(0, index[:, i])
             acc = tap.mul_(k) if acc is None else acc.add_(tap, alpha=k)
     acc = acc.view(n, c, h, w)
+    if levels_in:
+        return quantize_imagemagick(acc, torch.float32).to(torch.uint8)
     if quantize:
         return quantize_imagemagick(acc, images.dtype).div_(255.0)
     return acc.to(images.dtype)

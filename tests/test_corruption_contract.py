@@ -255,7 +255,7 @@ LEVELS_NAMES = [name for name in NAMES if CORRUPTIONS[name].levels_fn is not Non
 
 
 def test_the_8_bit_twins_are_the_ones_that_work_on_levels():
-    assert set(LEVELS_NAMES) >= {"pixelate", "jpeg_compression"}
+    assert set(LEVELS_NAMES) >= {"pixelate", "jpeg_compression", "motion_blur"}
 
 
 @pytest.mark.parametrize("shape", [(3, 224, 224), (2, 72, 100), (2, 57, 31)])
