@@ -5,8 +5,8 @@ Covers ImageNet-C's 15 and its 4 extras (reference: imagecorruptions-imaug) and 
 severity 3 unless told otherwise. Ours runs as the engine calls it (``apply_corruption(..., check_input=False)``,
 a batch of ``--images``, output cleanup and allocation included; for a corruption with an 8-bit twin, e.g.
 pixelate, ``apply_corruption_levels`` on the uint8 batch, as the engine does: uint8 in and out like the reference,
-column ``ours_path``); the reference runs image by image on uint8 HWC arrays (``--reference-images``; fewer where one image takes long, the same ones up to 4 times where it is quick).
-Two tables, in one run:
+column ``ours_path``); the reference runs image by image on uint8 HWC arrays (``--reference-images``; fewer
+where one image takes long, the same ones up to 4 times where it is quick). Two tables, in one run:
 
 * **1 thread:** torch, OpenCV and the reference's BLAS/OpenMP at one thread (set before numpy is imported), both in
   this process, interleaved, best of ``--repeats``, timed in thread CPU time so that other load on the machine

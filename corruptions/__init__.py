@@ -7,9 +7,9 @@ int64 tensor (N,) with one seed per image (``rng.derive_seeds``). All randomness
 and dtype, clipped to [0, 1]. Parameters are the ImageNet-C reference values at 224x224 and scale with the
 image size elsewhere. This package never imports ``robustbench_in``: it can be used on its own.
 
-Corruptions whose result lies on the 8-bit grid (pixelate, jpeg_compression) also register an 8-bit twin,
-``levels_fn``: uint8 levels in and out, the same result (``apply_corruption_levels``); the testbed runs those
-on its decoded uint8 images and skips the float conversions.
+Corruptions whose result lies on the 8-bit grid (pixelate, jpeg_compression, motion_blur) also register an
+8-bit twin, ``levels_fn``: uint8 levels in and out, the same result (``apply_corruption_levels``); the testbed
+runs those on its decoded uint8 images and skips the float conversions.
 """
 
 from corruptions.registry import (

@@ -135,7 +135,7 @@ def glass_shuffle(pixels: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, delt
         active = linked.nonzero().squeeze(1)
         if active.numel():
             successor = q_square.clamp_(min=0).add_(square_base).view(-1)  # followed only where p is linked
-            _jump_pointers(state, successor, active, index)
+            _jump_pointers(state, successor, active)
         # value after this iteration = previous value at T(p); unvisited pixels keep theirs
         taken = source.view(-1).index_select(0, state.bitwise_right_shift_(1))
         source[:, delta + 1:h - delta + 1, delta + 1:w - delta + 1] = taken.view(n, rh, rw)
@@ -145,7 +145,7 @@ def glass_shuffle(pixels: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, delt
     return out.view(n, c, h, w)
 
 
-def _jump_pointers(state: torch.Tensor, successor: torch.Tensor, active: torch.Tensor, index: torch.dtype) -> None:
+def _jump_pointers(state: torch.Tensor, successor: torch.Tensor, active: torch.Tensor) -> None:
     """Pointer jumping in place over the linked entries ``active``: each takes over its successor's state (source
     and link bit) and successor, reading all before writing any, until no entry is linked. Unlinked entries'
     ``successor`` values are never followed."""

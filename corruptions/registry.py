@@ -52,10 +52,11 @@ class Corruption:
     published lists are written down once, where the corruptions register.
 
     ``levels_fn`` (optional) is the same corruption for corruptions whose result lies on the 8-bit grid anyway
-    (pixelate, jpeg_compression: they read their input as grey levels too, like the reference's uint8 images):
-    uint8 levels (N, 3, H, W) in, uint8 levels out, equal to ``round(255 * fn(levels / 255))`` exactly. The engine
-    runs it on its decoded uint8 images (:func:`apply_corruption_levels`), which skips three float passes over the
-    batch; ``tests/test_corruption_contract.py`` checks the equality for every corruption that has one.
+    (pixelate, jpeg_compression, motion_blur: they read their input as grey levels too, like the reference's
+    uint8 images): uint8 levels (N, 3, H, W) in, uint8 levels out, equal to ``round(255 * fn(levels / 255))``
+    exactly. The engine runs it on its decoded uint8 images (:func:`apply_corruption_levels`), which skips the
+    float conversions around it; ``tests/test_corruption_contract.py`` checks the equality for every corruption
+    that has one.
     """
 
     name: str

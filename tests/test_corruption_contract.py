@@ -287,3 +287,6 @@ def test_apply_corruption_levels_rejects_what_it_cannot_run():
         apply_corruption_levels("pixelate", levels, 1, torch.arange(3))
     with pytest.raises(ValueError, match="severity must be an integer 1-5"):
         apply_corruption_levels("pixelate", levels, 6, seeds)
+    floats_back = Corruption("floats_back", fn=lambda x, s, seeds: x, levels_fn=lambda x, s, seeds: x.float() / 255)
+    with pytest.raises(TypeError, match=r"floats_back: levels_fn returned \(2, 3, 16, 16\) torch.float32"):
+        apply_corruption_levels(floats_back, levels, 1, seeds)
