@@ -538,12 +538,8 @@ def _jpeg_codec(images: torch.Tensor, quality: int, levels: str,
         else:  # (N, H, W, 3) uint8: levels and interleaving on the device, one copy over
             levels_nhwc = _to_levels_torch(images, levels).permute(0, 2, 3, 1).contiguous()
             source, level_pixels = None, levels_nhwc.cpu().numpy()
-        workers = min(n, max(1, torch.get_num_threads()))
-        spans = [range(n * k // workers, n * (k + 1) // workers) for k in range(workers)]
-        code = functools.partial(_jpeg_code_span, source=source, level_pixels=level_pixels, out=out.numpy(),
-                                 quality=int(quality), levels=levels, channels_last=last, affine=affine)
-        for _ in (map(code, spans) if workers == 1 else _jpeg_pool(workers).map(code, spans)):
-            pass
+        _map_spans(n, functools.partial(_jpeg_code_span, source=source, level_pixels=level_pixels, out=out.numpy(),
+                                        quality=int(quality), levels=levels, channels_last=last, affine=affine))
     if last:
         out = out.permute(0, 3, 1, 2)
     return out.to(device=images.device, dtype=images.dtype if images.is_floating_point() else torch.float32)
@@ -581,11 +577,16 @@ def jpeg_levels(levels: torch.Tensor, quality: int) -> torch.Tensor:
                     _interleave(planar[i], pixels)
                 decoded[i] = code(pixels if planar is not None else interleaved[i], int(quality))
 
-        workers = min(n, max(1, torch.get_num_threads()))
-        spans = [range(n * k // workers, n * (k + 1) // workers) for k in range(workers)]
-        for _ in (map(code_span, spans) if workers == 1 else _jpeg_pool(workers).map(code_span, spans)):
-            pass
+        _map_spans(n, code_span)
     return out.permute(0, 3, 1, 2).to(levels.device)
+
+
+def _map_spans(n: int, code_span: Callable[[range], None]) -> None:
+    """``code_span`` over images 0..n-1 split into one contiguous span per torch thread, on the codec's pool."""
+    workers = min(n, max(1, torch.get_num_threads()))
+    spans = [range(n * k // workers, n * (k + 1) // workers) for k in range(workers)]
+    for _ in (map(code_span, spans) if workers == 1 else _jpeg_pool(workers).map(code_span, spans)):
+        pass
 
 
 def _jpeg_code_span(span: range, source: np.ndarray | None, level_pixels: np.ndarray | None, out: np.ndarray,

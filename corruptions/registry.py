@@ -237,6 +237,14 @@ def check_images(name: str, images: torch.Tensor) -> None:
         "x.float() / 255 for 8-bit images, (x + 1) / 2 for [-1, 1]), or pass check_input=False to skip this check")
 
 
+def check_seeds(name: str, seeds: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """One int64 seed per image, on the images' device; any other shape raises, naming the corruption."""
+    seeds = torch.as_tensor(seeds, dtype=torch.int64)
+    if seeds.shape != (images.shape[0],):
+        raise ValueError(f"{name}: seeds must have shape ({images.shape[0]},), got {tuple(seeds.shape)}")
+    return seeds.to(images.device)
+
+
 def apply_corruption(corruption: Corruption | str, images: torch.Tensor, severity: int,
                      seeds: torch.Tensor, *, check_input: bool = True) -> torch.Tensor:
     """Run a corruption with the contract enforced: validated inputs, new memory, finite, clipped to [0, 1].
@@ -248,10 +256,7 @@ def apply_corruption(corruption: Corruption | str, images: torch.Tensor, severit
         corruption = get_corruption(corruption)
     severity = check_severity(severity)
     (check_images if check_input else check_layout)(corruption.name, images)
-    seeds = torch.as_tensor(seeds, dtype=torch.int64)
-    if seeds.shape != (images.shape[0],):
-        raise ValueError(f"{corruption.name}: seeds must have shape ({images.shape[0]},), got {tuple(seeds.shape)}")
-    out = corruption.fn(images, severity, seeds.to(images.device))
+    out = corruption.fn(images, severity, check_seeds(corruption.name, seeds, images))
     if out.data_ptr() == images.data_ptr():
         out = out.clone()
     if out.device.type == "cpu" and out.numel():  # one read says whether there is anything to clean (NaN fails)
@@ -274,10 +279,7 @@ def apply_corruption_levels(corruption: Corruption | str, levels: torch.Tensor, 
     if levels.ndim != 4 or levels.shape[1] != 3 or levels.dtype != torch.uint8:
         raise CorruptionInputError(f"{corruption.name}: levels must be a uint8 tensor (N, 3, H, W), got "
                                    f"{tuple(levels.shape)} {levels.dtype}")
-    seeds = torch.as_tensor(seeds, dtype=torch.int64)
-    if seeds.shape != (levels.shape[0],):
-        raise ValueError(f"{corruption.name}: seeds must have shape ({levels.shape[0]},), got {tuple(seeds.shape)}")
-    out = corruption.levels_fn(levels, severity, seeds.to(levels.device))
+    out = corruption.levels_fn(levels, severity, check_seeds(corruption.name, seeds, levels))
     if out.dtype != torch.uint8 or out.shape != levels.shape:
         raise TypeError(f"{corruption.name}: levels_fn returned {tuple(out.shape)} {out.dtype}, expected "
                         f"{tuple(levels.shape)} uint8")

@@ -56,25 +56,27 @@ def corrupt_batch(cell: Cell, images: torch.Tensor, image_ids: torch.Tensor, see
     """Float images in [0, 1], or uint8 grey levels, -> the cell's version of them as floats (same device; the JPEG
     step writes ``memory_format`` directly, sparing a channels_last model one copy). With ``preprocessing``:
     normalised for the model (by the JPEG step as it writes each image, where the cell has one). Levels stay
-    levels through a corruption with an 8-bit twin (:func:`takes_levels`); others get them as floats."""
-    if images.dtype == torch.uint8:
-        if takes_levels(cell):
-            return _corrupt_levels(cell, images, image_ids, seed, memory_format, preprocessing)
+    levels through a corruption with an 8-bit twin (:func:`takes_levels`) and into the JPEG step; others get them
+    as floats."""
+    if images.dtype == torch.uint8 and not takes_levels(cell):
         images = unit_float(images)
     if cell.corruption is None:
         return images if preprocessing is None else preprocessing.normalize(images)
     seeds = derive_seeds(seed, image_ids, cell.name, cell.severity)
-    # The engine's images are uint8 / 255, always in range: no input check (it would sync the device per cell).
+    # The engine's images are uint8 (/ 255), always in range: no input check (it would sync the device per cell).
+    apply = (apply_corruption_levels if images.dtype == torch.uint8
+             else functools.partial(apply_corruption, check_input=False))
     if cell.corruption.runs_on == "cpu" and images.device.type != "cpu":
-        out = apply_corruption(cell.corruption, images.cpu(), cell.severity, seeds, check_input=False).to(images.device)
+        out = apply(cell.corruption, images.cpu(), cell.severity, seeds).to(images.device)
     else:
-        out = apply_corruption(cell.corruption, images, cell.severity, seeds, check_input=False)
+        out = apply(cell.corruption, images, cell.severity, seeds)
     if cell.faithful_jpeg:
         from corruptions.digital import jpeg_round_trip
 
         return jpeg_round_trip(out, cell.jpeg_quality, memory_format,
                                None if preprocessing is None else preprocessing.affine)
-    out = quantize(out, cell.quantize)
+    # an 8-bit twin's levels are on the grid already: quantize would return them unchanged
+    out = unit_float(out) if out.dtype == torch.uint8 else quantize(out, cell.quantize)
     return out if preprocessing is None else preprocessing.normalize(out)
 
 
@@ -82,23 +84,6 @@ def takes_levels(cell: Cell) -> bool:
     """Whether a cell runs on uint8 grey levels from end to end: its corruption has an 8-bit twin
     (``Corruption.levels_fn``, the same result), so the engine hands it the decoded uint8 images directly."""
     return cell.corruption is not None and cell.corruption.levels_fn is not None
-
-
-def _corrupt_levels(cell: Cell, levels: torch.Tensor, image_ids: torch.Tensor, seed: int,
-                    memory_format: torch.memory_format, preprocessing: Preprocessing | None) -> torch.Tensor:
-    """:func:`corrupt_batch` through the corruption's 8-bit twin: no float conversion before the JPEG step."""
-    seeds = derive_seeds(seed, image_ids, cell.name, cell.severity)
-    if cell.corruption.runs_on == "cpu" and levels.device.type != "cpu":
-        out = apply_corruption_levels(cell.corruption, levels.cpu(), cell.severity, seeds).to(levels.device)
-    else:
-        out = apply_corruption_levels(cell.corruption, levels, cell.severity, seeds)
-    if cell.faithful_jpeg:
-        from corruptions.digital import jpeg_round_trip
-
-        return jpeg_round_trip(out, cell.jpeg_quality, memory_format,
-                               None if preprocessing is None else preprocessing.affine)
-    out = unit_float(out)  # on the 8-bit grid already: quantize would return it unchanged
-    return out if preprocessing is None else preprocessing.normalize(out)
 
 
 def unit_float(levels: torch.Tensor) -> torch.Tensor:

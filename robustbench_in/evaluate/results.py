@@ -74,8 +74,9 @@ class ResultStore:
             return pd.DataFrame(columns=RESULT_COLUMNS)
         return pd.read_csv(self.csv)
 
-    def finished_cells(self) -> set[str]:
-        return set(self.rows()["cell_id"].astype(str))
+    def finished_cells(self, rows: pd.DataFrame | None = None) -> set[str]:
+        """The finished cells' ids: from results.csv, or from its ``rows`` as just read."""
+        return set((self.rows() if rows is None else rows)["cell_id"].astype(str))
 
     # --- shards of unfinished cells
     def _shard_path(self, cell_id: str, shard: int, size: int) -> Path:
@@ -105,7 +106,7 @@ class ResultStore:
         them once instead of three times). Returns the row written, or None when the cell was already finished."""
         with self.lock():
             existing = self.rows()
-            if cell_id not in set(existing["cell_id"].astype(str)):
+            if cell_id not in self.finished_cells(existing):
                 records = self.load_shards(cell_id, n_shards, size, last)
                 row = make_row(records)
                 rel = f"records/{cell_id}.parquet"
