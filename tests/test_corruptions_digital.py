@@ -20,7 +20,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter1d
 
 import imagecorruptions
-from corruptions import derive_seeds, get_corruption, rng
+from corruptions import derive_seeds, digital, get_corruption, rng
 from corruptions.digital import (
     JPEG_QUALITY,
     PIXELATE_FACTOR,
@@ -29,6 +29,7 @@ from corruptions.digital import (
     elastic_parameters,
     jpeg_round_trip,
     pil_box_resize,
+    pixelate_levels,
     pixelate_size,
 )
 
@@ -84,6 +85,33 @@ def test_pixelate_is_bit_exact_with_pil_box_off_the_reference_size():
     images = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     ours = get_corruption("pixelate")(images, 4, torch.tensor([0]))
     np.testing.assert_array_equal(np.round(ours[0].permute(1, 2, 0).double().numpy() * 255), expected)
+
+
+@pytest.mark.parametrize("int8", [True, False], ids=["int8-products", "float-box-sums"])
+@pytest.mark.parametrize("size", [(224, 224), (300, 224), (256, 333), (61, 97)])
+def test_pixelate_cpu_routes_are_bit_exact_with_pil_box(int8, size, monkeypatch):
+    """Both CPU down-sampling routes, oneDNN int8 products (where torch has them) and exact float box sums, give
+    Pillow's BOX result on the float and the 8-bit path. At 61 x 97 severities 1-4 grow the image to its
+    intermediate (the block scales with the short side), which only the general route does."""
+    if int8 and not digital._int8_mm_available():
+        pytest.skip("this torch multiplies no int8 matrices on CPU (no oneDNN): the float route is the CPU path")
+    calls, box_down_int8 = [], digital._box_down_int8
+    monkeypatch.setattr(digital, "_int8_mm_available", lambda: int8)
+    monkeypatch.setattr(digital, "_box_down_int8", lambda *args: calls.append(args) or box_down_int8(*args))
+    height, width = size
+    images = np.random.default_rng(height * width).integers(0, 256, (2, height, width, 3), dtype=np.uint8)
+    levels = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    shrinking = 0
+    for severity in SEVERITIES:
+        small_h, small_w = pixelate_size(height, width, severity)
+        shrinking += small_h <= height and small_w <= width
+        expected = np.stack([np.asarray(Image.fromarray(image).resize((small_w, small_h), Image.BOX)
+                                        .resize((width, height), Image.BOX)) for image in images])
+        ours = pixelate_levels(levels, severity, torch.arange(2))
+        np.testing.assert_array_equal(ours.permute(0, 2, 3, 1).numpy(), expected, err_msg=f"s{severity}")
+        floats = get_corruption("pixelate")(levels.float() / 255, severity, torch.arange(2))
+        assert torch.equal(floats, ours.float() / 255), f"s{severity}: the float path differs"
+    assert len(calls) == (2 * shrinking if int8 else 0)  # the 8-bit and the float path
 
 
 @pytest.mark.parametrize("severity", SEVERITIES)
