@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from robustbench_in.evaluate import ResultStore
 from robustbench_in.evaluate.results import RESULT_COLUMNS
@@ -53,3 +54,20 @@ def test_stores_sharing_a_folder_see_each_others_rows(tmp_path):
     first.append_rows([ROWS[2], ROWS[1]])
     assert ResultStore(tmp_path).rows()["cell_id"].tolist() == ["a1", "b2", "c3"]
     assert ResultStore(tmp_path / "empty").finished_cells() == set()
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)), b"a,b\n1,2\n", "cell_id\n".encode("utf-16")],
+                         ids=["binary", "no cell_id column", "UTF-16"])
+def test_a_file_that_is_no_results_table_is_a_one_line_error_naming_it(tmp_path, content):
+    (tmp_path / "results.csv").write_bytes(content)
+    with pytest.raises(ValueError, match=f"{tmp_path / 'results.csv'} is not a results table .*results_dir"):
+        ResultStore(tmp_path).finished_cells()
+    assert (tmp_path / "results.csv").read_bytes() == content  # left as it was
+
+
+def test_an_empty_results_file_is_an_empty_table(tmp_path):
+    (tmp_path / "results.csv").touch()
+    store = ResultStore(tmp_path)
+    assert store.finished_cells() == set() and store.rows().empty
+    store.append_rows([ROWS[0]])
+    assert store.rows()["cell_id"].tolist() == ["a1"]

@@ -87,7 +87,7 @@ class ResultStore:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def rows(self) -> pd.DataFrame:
-        if not self.csv.is_file():
+        if not self.csv.is_file() or self.csv.stat().st_size == 0:
             return pd.DataFrame(columns=RESULT_COLUMNS)
         return pd.read_csv(self.csv)
 
@@ -105,11 +105,17 @@ class ResultStore:
             return _CsvState(None, "", (), frozenset())
         signature = (st.st_ino, st.st_size, st.st_mtime_ns)
         if self._state is None or self._state.signature != signature:
-            text = self.csv.read_text(encoding="utf-8")
-            table = list(csv.reader(io.StringIO(text)))
+            try:
+                text = self.csv.read_text(encoding="utf-8")
+                table = list(csv.reader(io.StringIO(text)))
+            except (UnicodeDecodeError, csv.Error):
+                table = [[]]
             header = tuple(table[0]) if table else ()
-            column = header.index("cell_id") if "cell_id" in header else None
-            ids = frozenset(r[column] for r in table[1:] if column is not None and len(r) > column)
+            if table and "cell_id" not in header:
+                raise ValueError(f"{self.csv} is not a results table (no cell_id column): move it away or set "
+                                 "another results_dir")
+            column = header.index("cell_id") if header else 0
+            ids = frozenset(r[column] for r in table[1:] if len(r) > column)
             self._state = _CsvState(signature, text, header, ids)
         return self._state
 
