@@ -400,7 +400,7 @@ def _pixelate_chunk(levels: torch.Tensor) -> int | None:
 def _pixelate_down(levels: torch.Tensor, small_h: int, small_w: int) -> torch.Tensor:
     """Pillow's BOX down-sampling of grey levels (N, C, H, W) to (small_h, small_w): uint8 levels in and out through
     int8 products where :func:`_int8_box_usable`, else float levels out (in the input's work dtype)."""
-    if _int8_box_usable(levels, small_h, small_w):
+    if levels.dtype == torch.uint8 and _int8_box_usable(levels, small_h, small_w):
         return _box_down_int8(levels, small_h, small_w)
     levels = levels.to(work_dtype(levels))
     height, width = levels.shape[-2:]
@@ -448,6 +448,7 @@ def _int8_mm_available() -> bool:
 
 
 def _int8_box_usable(levels: torch.Tensor, small_h: int, small_w: int) -> bool:
+    """Whether :func:`_box_down_int8` can shrink these images (once they are uint8) to (small_h, small_w)."""
     height, width = levels.shape[-2:]
     return (levels.device.type == "cpu" and small_h <= height and small_w <= width and levels.numel() > 0
             and _int8_mm_available())

@@ -112,8 +112,8 @@ class ResultStore:
                 table = [[]]
             header = tuple(table[0]) if table else ()
             if table and "cell_id" not in header:
-                raise ValueError(f"{self.csv} is not a results table (no cell_id column): move it away or set "
-                                 "another results_dir")
+                raise ValueError(f"{self.csv} is not a results table (no UTF-8 header with a cell_id column): move "
+                                 "it away or set another results_dir")
             column = header.index("cell_id") if header else 0
             ids = frozenset(r[column] for r in table[1:] if len(r) > column)
             self._state = _CsvState(signature, text, header, ids)
