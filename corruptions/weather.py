@@ -202,6 +202,9 @@ def frost(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Ten
 
 # --------------------------------------------------------------------------------------------------- fog
 
+# The fractal in float32: two uniforms per random word instead of one, half the memory; the map is resolved to ~1e-7
+# of its range, far below an 8-bit level. Fog ran 25-30% faster per core than with float64 (3.1 -> 2.4 ms/image).
+FOG_PLASMA_DTYPE = torch.float32
 FOG_PARAMS = {  # spec §3.10: strength t, wibble decay d
     1: dict(strength=1.5, decay=2.0),
     2: dict(strength=2.0, decay=2.0),
@@ -265,10 +268,10 @@ def fog(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch.Tenso
     size, t = max(2, next_power_of_two(max(h, w))), p["strength"]
 
     def veil(block: torch.Tensor, block_seeds: torch.Tensor, out: torch.Tensor) -> None:
-        plasma = plasma_fractal(block_seeds, size, p["decay"])[:, None, :h, :w]
+        plasma = plasma_fractal(block_seeds, size, p["decay"], dtype=FOG_PLASMA_DTYPE)[:, None, :h, :w]
         peak = block.amax(dim=(1, 2, 3), keepdim=True).to(torch.float64)
-        gain = peak / (peak + t)  # (N, 1, 1, 1): x·m/(m+t) + t·P·m/(m+t), the plasma term in float64
-        fogged = torch.add(block * gain.to(block.dtype), (plasma * (t * gain)).to(block.dtype))
+        gain = peak / (peak + t)  # (N, 1, 1, 1): x·m/(m+t) + t·P·m/(m+t)
+        fogged = torch.add(block * gain.to(block.dtype), (plasma * (t * gain).to(plasma.dtype)).to(block.dtype))
         out.copy_(fogged.clamp_(0.0, 1.0))
 
     # 5x the default block (~10 MB): the plasma's coarse levels are many tiny ops, which larger blocks amortise

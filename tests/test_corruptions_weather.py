@@ -144,22 +144,25 @@ def numpy_plasma(draw, size: int, decay: float) -> np.ndarray:
     return grid / grid.max()
 
 
+@pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-12), (torch.float32, 1e-6)])
 @pytest.mark.parametrize("decay", [2.0, 1.4])
-def test_plasma_equals_numpy_diamond_square_on_the_same_draws(decay):
+def test_plasma_equals_numpy_diamond_square_on_the_same_draws(decay, dtype, atol):
+    """float64 to rounding; float32 (fog's) to its rounding on the map's [0, 1] scale, from its own draws."""
     seeds = _seeds(2)
-    ours = W.plasma_fractal(seeds, 64, decay).numpy()
+    ours = W.plasma_fractal(seeds, 64, decay, dtype=dtype).numpy()
     for i in range(2):
         def draw(level, k, cells, i=i):
-            return rng.uniform(seeds[i:i + 1], (cells, cells), stream=3 * level + k, dtype=torch.float64)[0].numpy()
-        np.testing.assert_allclose(ours[i], numpy_plasma(draw, 64, decay), rtol=0, atol=1e-12)
+            return rng.uniform(seeds[i:i + 1], (cells, cells), stream=3 * level + k, dtype=dtype)[0].double().numpy()
+        np.testing.assert_allclose(ours[i], numpy_plasma(draw, 64, decay), rtol=0, atol=atol)
     assert ours.min() == 0.0 and np.allclose(ours.reshape(2, -1).max(1), 1.0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("decay", [2.0, 1.4])
-def test_plasma_statistics_match_numpy_reference(decay):
+def test_plasma_statistics_match_numpy_reference(decay, dtype):
     """Mean level, per-map contrast and pixel-to-pixel roughness of 96 maps: ours vs numpy's RNG on §2.4."""
     n = 96
-    ours = W.plasma_fractal(_seeds(n), 256, decay).numpy()
+    ours = W.plasma_fractal(_seeds(n), 256, decay, dtype=dtype).double().numpy()
     rs = np.random.RandomState(0)
     ref = np.stack([numpy_plasma(lambda level, k, cells: rs.uniform(size=(cells, cells)), 256, decay)
                     for _ in range(n)])
@@ -180,7 +183,7 @@ def test_fog_formula_on_our_plasma(sample_batch):
     seeds = _seeds(4)
     for severity in (1, 5):
         t, d = W.FOG_PARAMS[severity]["strength"], W.FOG_PARAMS[severity]["decay"]
-        plasma = W.plasma_fractal(seeds, 256, d).numpy()[:, None, :224, :224]
+        plasma = W.plasma_fractal(seeds, 256, d, dtype=W.FOG_PLASMA_DTYPE).double().numpy()[:, None, :224, :224]
         x = sample_batch.double().numpy()
         m = x.max(axis=(1, 2, 3), keepdims=True)
         expected = np.clip((x + t * plasma) * m / (m + t), 0, 1)
