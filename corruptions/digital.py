@@ -518,7 +518,8 @@ _CPU_BOX_BLOCKS = 4  # column blocks of the box-sum product on CPU: 4x fewer mul
 
 @functools.lru_cache(maxsize=64)
 def _box_sum_plan(in_size: int, out_size: int, device: str, dtype: torch.dtype):
-    """Pillow's BOX down-sampling along one axis as exact float arithmetic, or None where that is not exact.
+    """Pillow's BOX down-sampling along one axis as exact float arithmetic, or None where that is not exact (the
+    route on GPUs and on CPUs without oneDNN int8 products; elsewhere :func:`_box_down_int8`).
 
     Why: the int32 gathers of :func:`pil_box_resize` made pixelate slower per core than PIL itself. Down-sampling
     boxes tile the axis and every output's weights are equal, w = round(2**22 / count), so an output is
