@@ -224,8 +224,8 @@ def elastic_transform(images: torch.Tensor, severity: int, seeds: torch.Tensor) 
     """Random affine jitter plus a smooth random displacement field: the MK224 algorithm with its 244-based
     parameters (spec §3.13; not imagecorruptions' different elastic transform). See :func:`elastic_apply`.
 
-    Draws per image: 6 uniforms U(-eps, eps) for the control points (stream 0), then two U(-1, 1) fields for dx
-    (stream 1) and dy (stream 2). Resolution: sigma and eps scale with s = min(H, W) / 224, alpha with s**2
+    Draws per image: 6 uniforms U(-eps, eps) for the control points (stream 0, float64), then two U(-1, 1) fields
+    for dx (stream 1) and dy (stream 2), float32 (two per random word: the fields are smoothed in float32 anyway). Resolution: sigma and eps scale with s = min(H, W) / 224, alpha with s**2
     (:func:`elastic_parameters`), so displacements in pixels scale with s.
     """
     height, width = images.shape[-2:]
@@ -233,8 +233,8 @@ def elastic_transform(images: torch.Tensor, severity: int, seeds: torch.Tensor) 
 
     def warp(block: torch.Tensor, block_seeds: torch.Tensor, out: torch.Tensor) -> None:
         jitter = (2.0 * rng.uniform(block_seeds, (3, 2), stream=0, dtype=torch.float64) - 1.0) * eps
-        noise_x = 2.0 * rng.uniform(block_seeds, (height, width), stream=1, dtype=torch.float64) - 1.0
-        noise_y = 2.0 * rng.uniform(block_seeds, (height, width), stream=2, dtype=torch.float64) - 1.0
+        noise_x = rng.uniform(block_seeds, (height, width), stream=1).mul_(2.0).sub_(1.0)
+        noise_y = rng.uniform(block_seeds, (height, width), stream=2).mul_(2.0).sub_(1.0)
         out.copy_(elastic_apply(block, jitter, noise_x, noise_y, alpha, sigma))
 
     return map_chunks(warp, images, seeds, fills_out=True)
