@@ -225,7 +225,8 @@ def elastic_transform(images: torch.Tensor, severity: int, seeds: torch.Tensor) 
     parameters (spec §3.13; not imagecorruptions' different elastic transform). See :func:`elastic_apply`.
 
     Draws per image: 6 uniforms U(-eps, eps) for the control points (stream 0, float64), then two U(-1, 1) fields
-    for dx (stream 1) and dy (stream 2), float32 (two per random word: the fields are smoothed in float32 anyway). Resolution: sigma and eps scale with s = min(H, W) / 224, alpha with s**2
+    for dx (stream 1) and dy (stream 2), float32 (two per random word: the fields are smoothed in float32 anyway).
+    Resolution: sigma and eps scale with s = min(H, W) / 224, alpha with s**2
     (:func:`elastic_parameters`), so displacements in pixels scale with s.
     """
     height, width = images.shape[-2:]
