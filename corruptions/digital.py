@@ -414,8 +414,8 @@ def _pixelate_down(levels: torch.Tensor, small_h: int, small_w: int) -> torch.Te
 
 
 def _pixelate_up(small: torch.Tensor, out: torch.Tensor) -> None:
-    """Pillow's BOX up-sampling of float grey levels ``small`` into ``out``: levels / 255 for a float ``out``,
-    the levels themselves for a uint8 one."""
+    """Pillow's BOX up-sampling of grey levels ``small`` (uint8 from the int8 route, else float) into ``out``:
+    levels / 255 for a float ``out``, the levels themselves for a uint8 one."""
     height, width = out.shape[-2:]
     small_h = small.shape[-2]
     device = str(small.device)
@@ -513,6 +513,7 @@ def _box_down_int8(levels: torch.Tensor, small_h: int, small_w: int) -> torch.Te
     small = torch.empty(planes, small_h, small_w, dtype=torch.uint8)
     small.copy_(sums.view(small_h, planes, padded_w)[..., :small_w].transpose(0, 1))
     return small.view(n, c, small_h, small_w)
+
 
 _CPU_BOX_BLOCKS = 4  # column blocks of the box-sum product on CPU: 4x fewer multiply-adds than one dense product
 

@@ -99,11 +99,9 @@ class ResultStore:
         """results.csv's text, header and cell ids; read again only when the file is not the one this store last
         saw. Why: every finished cell reads and rewrites the file (every write is a rename to a fresh inode, and the
         file only grows), and pandas took ~20 ms a cell for it, 8% of a 64-image ImageNet-C run's overhead."""
-        try:
-            st = os.stat(self.csv)
-        except FileNotFoundError:
+        signature = self._csv_signature()
+        if signature is None:
             return _CsvState(None, "", (), frozenset())
-        signature = (st.st_ino, st.st_size, st.st_mtime_ns)
         if self._state is None or self._state.signature != signature:
             try:
                 text = self.csv.read_text(encoding="utf-8")
@@ -118,6 +116,14 @@ class ResultStore:
             ids = frozenset(r[column] for r in table[1:] if len(r) > column)
             self._state = _CsvState(signature, text, header, ids)
         return self._state
+
+    def _csv_signature(self) -> tuple[int, int, int] | None:
+        """results.csv's (inode, size, mtime), or None when there is none."""
+        try:
+            st = os.stat(self.csv)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
 
     # --- shards of unfinished cells
     def _shard_path(self, cell_id: str, shard: int, size: int) -> Path:
@@ -166,8 +172,9 @@ class ResultStore:
             state = self._csv_state()
             new, seen = [], set(state.ids)
             for row in rows:
-                if str(row.get("cell_id")) not in seen:
-                    seen.add(str(row.get("cell_id")))
+                cell = _csv_value(row.get("cell_id"))  # the id as the file holds it
+                if cell not in seen:
+                    seen.add(cell)
                     new.append(row)
             if not new:
                 return
@@ -177,14 +184,16 @@ class ResultStore:
                 writer.writerows([[_csv_value(row.get(key)) for key in state.header] for row in new])
                 text = state.text + ("" if state.text.endswith("\n") else "\n") + buffer.getvalue()
                 atomic_write(self.csv, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-            else:
-                existing = self.rows()
-                combined = pd.concat([existing, pd.DataFrame(new)], ignore_index=True) if len(existing) \
-                    else pd.DataFrame(new)
-                cols = [c for c in RESULT_COLUMNS if c in combined.columns]
-                cols += [c for c in combined.columns if c not in cols]
-                atomic_write(self.csv, lambda tmp: combined[cols].to_csv(tmp, index=False))
-            self._csv_state()
+                # what was just written, under the lock: no need to read it back
+                self._state = _CsvState(self._csv_signature(), text, state.header, frozenset(seen))
+                return
+            existing = self.rows()
+            combined = pd.concat([existing, pd.DataFrame(new)], ignore_index=True) if len(existing) \
+                else pd.DataFrame(new)
+            cols = [c for c in RESULT_COLUMNS if c in combined.columns]
+            cols += [c for c in combined.columns if c not in cols]
+            atomic_write(self.csv, lambda tmp: combined[cols].to_csv(tmp, index=False))
+            self._csv_state()  # the new header and ids, as pandas wrote them
 
     def count_skipped(self, paths: set[str]) -> int:
         path = self.root / "skipped.csv"
