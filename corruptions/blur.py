@@ -12,10 +12,11 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from corruptions import cv, rng
+from corruptions import cv, kernels, rng
 from corruptions.common import size_scale, work_dtype
 from corruptions.filters import (correlate2d_fft, gaussian_filter, gaussian_kernel1d, map_chunks,
                                  motion_blur as _motion_blur, zoom_geometry)
@@ -79,6 +80,10 @@ def defocus_blur(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> to
 # ---------------------------------------------------------------- glass_blur
 
 
+_GLASS_STREAM = 1  # the offsets' stream (stream 0 is unused, as in earlier versions)
+_U16, _U32, _FIELD = np.uint64(16), np.uint64(32), np.uint64(0xFFFF)
+
+
 def glass_offsets(seeds: torch.Tensor, height: int, width: int, delta: int, iterations: int
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image (dx, dy) of every visited pixel and iteration: int32 in [-δ, δ-1], each (N, iters, H-2δ, W-2δ).
@@ -91,7 +96,7 @@ def glass_offsets(seeds: torch.Tensor, height: int, width: int, delta: int, iter
     """
     rows, cols = height - 2 * delta, width - 2 * delta
     n, count = seeds.shape[0], rows * cols
-    words = rng.bits(seeds, (iterations, (count + 1) // 2), stream=1)
+    words = rng.bits(seeds, (iterations, (count + 1) // 2), stream=_GLASS_STREAM)
     fields = words.view(torch.int16).to(torch.int32).bitwise_and_(0xFFFF)  # 4 unsigned 16-bit fields per word
     offsets = fields.mul_(2 * delta).bitwise_right_shift_(16).sub_(delta).view(n, iterations, -1, 2)[:, :, :count]
     dx = offsets[..., 0].reshape(n, iterations, rows, cols)
@@ -145,6 +150,28 @@ def glass_shuffle(pixels: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, delt
     return out.view(n, c, h, w)
 
 
+def glass_scan_loop(pixels, keys, gamma, iterations, delta, start, stop):
+    """:func:`glass_shuffle` of :func:`glass_offsets` in place on numpy ``pixels`` (N, C, H, W), images
+    start..stop-1, as the reference's scan itself (for :func:`corruptions.kernels.run_compiled`): for h from H-δ
+    down to δ+1, for w from W-δ down to δ+1, pixel (h + dy, w + dx) is copied into (h, w). The offsets are drawn
+    on the way, from the same words and 16-bit fields as :func:`glass_offsets` (``keys``/``gamma``: its stream,
+    ``rng.Words.uint64_key_gamma``)."""
+    _, channels, height, width = pixels.shape
+    cols = width - 2 * delta
+    pairs = (cols * (height - 2 * delta) + 1) // 2  # words per iteration: two pixels each
+    for i in range(start, stop):
+        for k in range(iterations):
+            for h in range(height - delta, delta, -1):
+                for w in range(width - delta, delta, -1):
+                    p = (h - delta - 1) * cols + (w - delta - 1)
+                    # pixel 2m: the low half of word m, 2m + 1: its high half
+                    z = kernels.word(keys[i], k * pairs + p // 2, gamma) >> (_U32 * np.uint64(p & 1))
+                    hq = h + ((np.int64(z >> _U16 & _FIELD) * 2 * delta) >> 16) - delta
+                    wq = w + ((np.int64(z & _FIELD) * 2 * delta) >> 16) - delta
+                    for c in range(channels):
+                        pixels[i, c, h, w] = pixels[i, c, hq, wq]
+
+
 def _jump_pointers(state: torch.Tensor, successor: torch.Tensor, active: torch.Tensor) -> None:
     """Pointer jumping in place over the linked entries ``active``: each takes over its successor's state (source
     and link bit) and successor, reading all before writing any, until no entry is linked. Unlinked entries'
@@ -194,8 +221,13 @@ def glass_scramble(images: torch.Tensor, seeds: torch.Tensor, sigma: float, delt
     def scramble(block: torch.Tensor, block_seeds: torch.Tensor, out: torch.Tensor) -> None:
         first = gaussian_filter(block.to(work_dtype(images)), sigma)
         pixels8 = torch.floor(first.clamp_(0.0, 1.0).mul_(255.0))
-        dx, dy = glass_offsets(block_seeds, h, w, delta, iterations)
-        scrambled = glass_shuffle(pixels8, dx, dy, delta)
+        if kernels.usable(pixels8):  # the scan itself, compiled, drawing its offsets as it goes
+            scrambled = pixels8.contiguous()
+            keys, gamma = rng.Words(block_seeds, _GLASS_STREAM).uint64_key_gamma()
+            kernels.run_compiled(glass_scan_loop, len(scrambled), scrambled.numpy(), keys, gamma, iterations, delta)
+        else:
+            dx, dy = glass_offsets(block_seeds, h, w, delta, iterations)
+            scrambled = glass_shuffle(pixels8, dx, dy, delta)
         out.copy_(gaussian_filter(scrambled.div_(255.0), sigma).clamp_(0.0, 1.0))
 
     return map_chunks(scramble, images, seeds.to(images.device), fills_out=True)
@@ -292,6 +324,9 @@ def zoom_blur(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch
     row_taps = [_zoom_taps(h, factor, device) for factor in factors]
     col_taps = [_zoom_taps(w, factor, device) for factor in factors]
 
+    if kernels.usable(images) and images.numel():
+        return _zoom_blur_compiled(images, row_taps, col_taps)
+
     def radial(block: torch.Tensor, out: torch.Tensor) -> None:
         planes = block.to(torch.float32).reshape(-1, h, w)
         total_t = None  # Σ_z of the zooms, transposed: (P, W, H)
@@ -302,6 +337,53 @@ def zoom_blur(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> torch
         out.copy_(total.view(out.shape).clamp_(0.0, 1.0))
 
     return map_chunks(radial, images, fills_out=True)
+
+
+def _zoom_blur_compiled(images: torch.Tensor, row_taps: list, col_taps: list) -> torch.Tensor:
+    """:func:`zoom_blur` by :func:`zoom_blur_loop` on CPU: the same float32 operations, without the transposes and
+    temporaries (each zoom made row by row in cache): ~4x less CPU time."""
+    n, c, h, w = images.shape
+    planes = images.to(torch.float32).contiguous()
+    rows, row_w = (torch.stack(t) for t in zip(*row_taps))  # (zooms, H, 2)
+    cols, col_w = (torch.stack(t).transpose(1, 2).contiguous() for t in zip(*col_taps))  # (zooms, 2, W)
+    spans = torch.stack([cols.amin(dim=(1, 2)), cols.amax(dim=(1, 2)) + 1], dim=1)  # crop columns per zoom
+    out = torch.empty((n, c, h, w), dtype=torch.float32)
+    # indices as uint64: numba then skips the negative-index wraparound, which would keep the loops scalar
+    kernels.run_compiled(zoom_blur_loop, n, planes.numpy(), rows.numpy().astype(np.uint64),
+                         row_w.to(torch.float32).numpy(), cols.numpy().astype(np.uint64),
+                         col_w.to(torch.float32).numpy(), spans.numpy(), out.numpy(), np.empty((n, w), dtype=np.float32))
+    return out.to(images.dtype)
+
+
+def zoom_blur_loop(planes, rows, row_w, cols, col_w, spans, out, scratch, start, stop):
+    """:func:`zoom_blur`'s mean for images start..stop-1 (for :func:`corruptions.kernels.run_compiled`), in the
+    torch route's float32 arithmetic: per zoom and output row, the row pass r = fma(w1, x[i1], w0 * x[i0]) over the
+    crop's columns (``embedding_bag``'s two-tap sum), then the column pass on r the same way, summed over the zooms
+    in order; then (sum + x) / (zooms + 1) clipped to [0, 1]. ``scratch`` (N, W): one row pass per image."""
+    _, channels, height, width = planes.shape
+    zooms = rows.shape[0]
+    for i in range(start, stop):
+        r = scratch[i]
+        for c in range(channels):
+            x, total = planes[i, c], out[i, c]
+            for f in range(zooms):
+                lo, hi = spans[f, 0], spans[f, 1]
+                c0, c1, cw0, cw1 = cols[f, 0], cols[f, 1], col_w[f, 0], col_w[f, 1]
+                for y in range(height):
+                    # slices indexed from 0: provably non-negative indices, so the loop vectorises
+                    a, b, part = x[rows[f, y, 0], lo:hi], x[rows[f, y, 1], lo:hi], r[lo:hi]
+                    w0, w1 = row_w[f, y, 0], row_w[f, y, 1]
+                    for j in range(hi - lo):
+                        part[j] = kernels.fma(w1, b[j], w0 * a[j])
+                    t = total[y]
+                    for j in range(width):
+                        z = kernels.fma(cw1[j], r[c1[j]], cw0[j] * r[c0[j]])
+                        t[j] = z if f == 0 else t[j] + z
+            for y in range(height):
+                t, row = total[y], x[y]
+                for j in range(width):
+                    v = (t[j] + row[j]) / np.float32(zooms + 1)
+                    t[j] = min(max(v, np.float32(0.0)), np.float32(1.0))
 
 
 # ---------------------------------------------------------------- gaussian_blur

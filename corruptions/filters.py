@@ -14,9 +14,11 @@ import ctypes.util
 import math
 import sys
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from corruptions import kernels
 from corruptions.common import work_dtype
 
 BORDER_MODES = ("nearest", "reflect", "reflect101")
@@ -222,6 +224,51 @@ def _correlate_axis(images: torch.Tensor, weights: torch.Tensor, axis: int, mode
     return out
 
 
+def _separable_correlate_compiled(images: torch.Tensor, weights: torch.Tensor, mode: str) -> torch.Tensor:
+    """Both passes of :func:`_correlate_axis`'s shifted sums (a short kernel) by :func:`separable_correlate_loop`
+    on CPU: the same arithmetic, each image's planes in cache, no padded copies."""
+    h, w = images.shape[-2:]
+    radius = (weights.numel() - 1) // 2
+    planes = images.reshape(-1, h, w).contiguous()
+    rows, cols = (border_indices(size, radius, radius, mode).numpy().astype(np.uint64) for size in (h, w))
+    out = torch.empty_like(planes)
+    kernels.run_compiled(separable_correlate_loop, len(planes), planes.numpy(), weights.to(images.dtype).numpy(),
+                         rows, cols, out.numpy())
+    return out.view(images.shape)
+
+
+def separable_correlate_loop(planes, taps, rows, cols, out, start, stop):
+    """Planes start..stop-1 correlated along H, then along W, with ``taps`` (for
+    :func:`corruptions.kernels.run_compiled`), as :func:`_correlate_axis` computes it: the first tap's product,
+    then one fused multiply-add per further tap (what torch's ``add_(tap, alpha=k)`` does). ``rows``/``cols``: the
+    source index of each position of the border-extended signal (:func:`border_indices`)."""
+    _, height, width = planes.shape
+    count = taps.shape[0]
+    mid = np.empty_like(planes[0])
+    padded = np.empty(width + count - 1, dtype=planes.dtype)
+    for p in range(start, stop):
+        x = planes[p]
+        for y in range(height):  # along H: rows y - r .. y + r of the extended image
+            acc, first = mid[y], x[rows[y]]
+            for j in range(width):
+                acc[j] = first[j] * taps[0]
+            for t in range(1, count):
+                k, source = taps[t], x[rows[y + t]]
+                for j in range(width):
+                    acc[j] = kernels.fma(k, source[j], acc[j])
+        for y in range(height):  # along W, through one extended row
+            row = mid[y]
+            for q in range(width + count - 1):
+                padded[q] = row[cols[q]]
+            acc = out[p, y]
+            for j in range(width):
+                acc[j] = padded[j] * taps[0]
+            for t in range(1, count):
+                k, source = taps[t], padded[t:t + width]
+                for j in range(width):
+                    acc[j] = kernels.fma(k, source[j], acc[j])
+
+
 def gaussian_filter(images: torch.Tensor, sigma: float, truncate: float = 4.0, mode: str = "nearest") -> torch.Tensor:
     """Separable Gaussian blur of (N, C, H, W) with scipy.ndimage.gaussian_filter semantics (spec §2.1).
 
@@ -237,6 +284,9 @@ def gaussian_filter(images: torch.Tensor, sigma: float, truncate: float = 4.0, m
     if float(sigma) <= 0:
         return images.clone()
     weights = gaussian_kernel1d(sigma, truncate)  # float64 on CPU: taps are read as Python floats, no device sync
+    if (weights.numel() <= _MAX_TAPS_SHIFTED and images.dtype in (torch.float32, torch.float64)
+            and kernels.usable(images) and images.numel()):
+        return _separable_correlate_compiled(images, weights, mode)
     out = _correlate_axis(images, weights, -2, mode)  # scipy filters axis 0 (rows) first
     return _correlate_axis(out, weights, -1, mode)
 
@@ -338,8 +388,64 @@ def motion_blur(images: torch.Tensor, radius: float, sigma: float, angles_deg: t
     weights = motion_blur_kernel(radius, sigma)
     dx, dy = motion_blur_offsets(weights.numel(), angles_deg)
     taps = weights.tolist()
+    if kernels.usable(images) and images.numel():
+        return _motion_blur_compiled(images, weights, dx, dy, quantize)
     fused = images.device.type == "cpu"
     return map_chunks(lambda x, dx, dy: motion_blur_block(x, taps, dx, dy, quantize, fused), images, dx, dy)
+
+
+def _motion_blur_compiled(images: torch.Tensor, weights: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor,
+                          quantize: bool) -> torch.Tensor:
+    """:func:`motion_blur` by :func:`motion_blur_loop` on CPU: the same float64 sums and quantisation as
+    :func:`motion_blur_block`, one output row at a time in cache, without the padded copy and index tensors."""
+    levels_in = images.dtype == torch.uint8
+    src = images if levels_in else images.to(work_dtype(images))
+    if quantize and not levels_in:
+        src = torch.round(src * 255.0)
+    level_dtype = torch.promote_types(src.dtype if not levels_in else torch.float32, torch.float32)
+    out = torch.empty(images.shape, dtype=torch.uint8 if levels_in else (level_dtype if quantize else src.dtype))
+    n, _, _, w = images.shape
+    wide = out.dtype == torch.float64  # the levels' division in float64 (else float32)
+    kernels.run_compiled(motion_blur_loop, n, src.contiguous().numpy(), weights.numpy(), dx.contiguous().numpy(),
+                         dy.contiguous().numpy(), quantize, wide, out.numpy(), np.empty((n, w), dtype=np.float64))
+    if levels_in:
+        return out
+    return out.div_(255.0).to(images.dtype) if quantize else out.to(images.dtype)
+
+
+def motion_blur_loop(src, taps, dx, dy, quantize, wide, out, scratch, start, stop):
+    """:func:`motion_blur_block` for images start..stop-1 (for :func:`corruptions.kernels.run_compiled`): per
+    output row, Σ_t k_t · src[clamp(y + dy_t), clamp(x + dx_t)] summed in float64 in tap order (as the float64
+    ``embedding_bag``), then :func:`quantize_imagemagick`'s levels (divided in float64 if ``wide``, else float32),
+    or the sum itself, into ``out``. ``scratch`` (N, W) float64."""
+    _, channels, height, width = src.shape
+    for i in range(start, stop):
+        acc = scratch[i]
+        for c in range(channels):
+            for y in range(height):
+                acc[:] = 0.0
+                for t in range(taps.shape[0]):
+                    k, shift = taps[t], dx[i, t]
+                    row = src[i, c, min(max(y + dy[i, t], 0), height - 1)]
+                    x0 = min(width, max(0, -shift))  # x < x0 reads column 0, x >= x1 column W-1
+                    x1 = max(x0, min(width, width - shift))
+                    edge = k * np.float64(row[0])
+                    for x in range(x0):
+                        acc[x] += edge
+                    inner, source = acc[x0:x1], row[x0 + shift:x1 + shift]
+                    for x in range(x1 - x0):
+                        inner[x] += k * np.float64(source[x])
+                    edge = k * np.float64(row[width - 1])
+                    for x in range(x1, width):
+                        acc[x] += edge
+                target = out[i, c, y]
+                for x in range(width):
+                    if not quantize:
+                        target[x] = acc[x]
+                    elif wide:
+                        target[x] = np.floor(np.float64(np.int32(acc[x] * 257.0 + 0.5)) / 257.0)
+                    else:
+                        target[x] = np.floor(np.float32(np.int32(acc[x] * 257.0 + 0.5)) / np.float32(257.0))
 
 
 def motion_blur_block(images: torch.Tensor, taps: list[float], dx: torch.Tensor, dy: torch.Tensor,

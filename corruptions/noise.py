@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import torch
 
-from corruptions import rng
+from corruptions import kernels, rng
 from corruptions.common import work_dtype
 from corruptions.registry import register_corruption
 
@@ -184,14 +185,73 @@ def _poisson_chunk(rate: torch.Tensor, first: rng.Words, offset: int):
     return counts, flat, torch.index_select(low, 0, flat), rho
 
 
+_U11, _U56 = np.uint64(_RESIDUAL_BITS), np.uint64(64 - _COLUMN_BITS)
+_CAP_MASK = np.uint64((1 << _CAP_BITS) - 1)
+_LOW_MASK = np.uint64((1 << _RESIDUAL_BITS) - 1)
+
+
+def shot_table_loop(values, photons, keys, gamma, table, counts, element, low, rho, flagged, start, stop):
+    """:func:`_poisson_chunk` for shot noise, whole images at once, as one compiled loop (for
+    :func:`corruptions.kernels.run_compiled`): for images start..stop-1 of ``values`` (N, m), word e of the image
+    (:func:`corruptions.kernels.word`), rate = clamp(x, 0, 1) * photons in float64
+    (NaN: 0), the alias-table count into ``counts``; the elements whose residual may be > 0 are listed per image:
+    ``element[i, :flagged[i]]`` with their ``low`` bits and ``rho``. Same integers and floats as the torch ops."""
+    for i in range(start, stop):
+        found = 0
+        for e in range(values.shape[1]):
+            x = np.float64(values[i, e])
+            rate = min(max(x, 0.0), 1.0) * photons if x == x else 0.0
+            z = kernels.word(keys[i], e, gamma)
+            grid = np.int64(rate * _GRID)
+            column = np.int64(z >> _U56)
+            entry = table[(grid << _COLUMN_BITS) | column]
+            keep = np.int64((z >> _U11) & _CAP_MASK) < (entry >> _COLUMN_BITS)  # bits 11..55 < threshold
+            counts[i, e] = column if keep else entry & ((1 << _COLUMN_BITS) - 1)
+            bits = np.int64(z & _LOW_MASK)
+            if bits >= _RESIDUAL_ZERO_BELOW:
+                element[i, found] = e
+                low[i, found] = bits
+                rho[i, found] = rate - np.float64(grid) / _GRID
+                found += 1
+        flagged[i] = found
+
+
+def _shot_table_compiled(out: torch.Tensor, values: torch.Tensor, first: rng.Words, photons: float):
+    """The table pass of :func:`_poisson_fill` for shot noise by :func:`shot_table_loop` on CPU: fills ``out``
+    with the table counts, returns (image, element, low, rho) of the elements that need a residual."""
+    n, m = values.shape
+    element, low = np.empty((n, m), dtype=np.int64), np.empty((n, m), dtype=np.int64)  # only ~6 % get written
+    rho, flagged = np.empty((n, m), dtype=np.float64), np.zeros(n, dtype=np.int64)
+    kernels.run_compiled(shot_table_loop, n, values.contiguous().numpy(), float(photons), *first.uint64_key_gamma(),
+                         _poisson_table(values.device).numpy(), out.numpy(), element, low, rho, flagged)
+    lists = [[torch.from_numpy(a[i, :f]) for i, f in enumerate(flagged.tolist())] for a in (element, low, rho)]
+    return (torch.repeat_interleave(torch.arange(n), torch.from_numpy(flagged)), *(torch.cat(p) for p in lists))
+
+
+def residual_walk_loop(u, pmf, rho, extra, start, stop):
+    """The pmf walk of :func:`_poisson_residual` for elements start..stop-1, compiled (for
+    :func:`corruptions.kernels.run_compiled`): the same float64 steps per element, ``pmf`` (exp(-rho)) overwritten."""
+    for j in range(start, stop):
+        cdf = pmf[j]
+        step = 0
+        while u[j] >= cdf and step < _POISSON_MAX_STEPS - 1:
+            step += 1
+            pmf[j] = pmf[j] * rho[j] / step
+            cdf += pmf[j]
+        extra[j] = step
+
+
 def _poisson_residual(low: torch.Tensor, fine_words: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
     """Poisson(rho) counts (int64) by inverse CDF from 0, u = (low + fraction from fine_words) / 2**11."""
     fine_bits = _PROB_BITS - 1 - _RESIDUAL_BITS
     fine = torch.bitwise_right_shift(fine_words, 64 - fine_bits).bitwise_and_((1 << fine_bits) - 1)
     u = (low << fine_bits).add_(fine).to(torch.float64).mul_(2.0).add_(1.0).mul_(2.0 ** -_PROB_BITS)  # (2m+1)/2**53
     pmf = torch.exp(-rho)
-    cdf = pmf.clone()
     extra = torch.zeros_like(low)
+    if kernels.usable(u) and len(u):
+        kernels.run_compiled(residual_walk_loop, len(u), u.numpy(), pmf.numpy(), rho.numpy(), extra.numpy())
+        return extra
+    cdf = pmf.clone()
     active = (u >= cdf).nonzero().squeeze(1)
     for step in range(1, _POISSON_MAX_STEPS):  # a few steps: P(residual >= 9) < 2**-53 for rho < 1/16
         if active.numel() == 0:
@@ -222,6 +282,9 @@ def _poisson_fill(out: torch.Tensor, values: torch.Tensor, seeds: torch.Tensor, 
     if out.numel() == 0:
         return out
     first = rng.Words(seeds, stream)
+    if photons is not None and out.is_contiguous() and kernels.usable(out, values):
+        image, element, low, rho = _shot_table_compiled(out, values, first, photons)
+        return _add_residuals(out, seeds, stream, image, element, low, rho).div_(photons)
     images, elements, lows, rhos, big = [], [], [], [], []
     for c0, c1 in _bands(n, count, values.device):
         rate = torch.nan_to_num(values[:, c0:c1].to(torch.float64), nan=0.0).contiguous()
@@ -239,15 +302,22 @@ def _poisson_fill(out: torch.Tensor, values: torch.Tensor, seeds: torch.Tensor, 
         elements.append(flat % (c1 - c0) + c0)
         lows.append(low)
         rhos.append(rho)
-    image, element = torch.cat(images), torch.cat(elements)
-    if image.numel():
-        fine_words = rng.Words(seeds, stream + 1).at(image, element)
-        extra = _poisson_residual(torch.cat(lows), fine_words, torch.cat(rhos))
-        out.index_put_((image, element), extra.to(out.dtype), accumulate=True)
+    _add_residuals(out, seeds, stream, torch.cat(images), torch.cat(elements), torch.cat(lows), torch.cat(rhos))
     for image, element, rate in big:
         u = rng.unit_float64(first.at(image, element))
         out[image, element] = poisson_inverse_cdf(rate, u).to(out.dtype)
     return out.div_(photons) if photons is not None else out
+
+
+def _add_residuals(out: torch.Tensor, seeds: torch.Tensor, stream: int, image: torch.Tensor, element: torch.Tensor,
+                   low: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
+    """out[image, element] += Poisson(rho) from ``low`` and a word of stream ``stream + 1`` (the second term of
+    :func:`_poisson_fill`)."""
+    if image.numel():
+        fine_words = rng.Words(seeds, stream + 1).at(image, element)
+        extra = _poisson_residual(low, fine_words, rho)
+        out.view(-1).index_add_(0, image * out.shape[1] + element, extra.to(out.dtype))  # each position once
+    return out
 
 
 def poisson(rate: torch.Tensor, seeds: torch.Tensor, stream: int = 0) -> torch.Tensor:

@@ -23,12 +23,14 @@ import functools
 import math
 import zlib
 
+import numpy as np
 import torch
 
 _MASK32 = 0xFFFFFFFF
 _MASK64 = (1 << 64) - 1
 _GOLDEN_GAMMA = 0x9E3779B97F4A7C15  # 2**64 / golden ratio, SplitMix64's default increment
 _MIX_1, _MIX_2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # SplitMix64 finaliser multipliers
+MIX64_MULTIPLIERS = (_MIX_1, _MIX_2)  # for compiled loops that hash words themselves (uint64 arithmetic)
 _SEED_OFFSET = 0x6A09E667F3BCC909  # fractional bits of sqrt(2): keeps seed 0 away from key 0
 _KIND_UNIFORM, _KIND_NORMAL = 0x51_7CC1_B727_220A, 0x2545_F491_4F6C_DD1D  # normal(s) never reuses uniform(s)'s bits
 _CPU_BLOCK = 1 << 17  # 64-bit words per block on CPU: temporaries stay in cache, ops are big enough for 2+ threads
@@ -168,6 +170,11 @@ class Words:
     def range(self, start: int, stop: int) -> torch.Tensor:
         """Words start..stop-1 of every image: int64 (N, stop - start)."""
         return _words(self.keys, start, stop, self.gamma)
+
+    def uint64_key_gamma(self) -> tuple[np.ndarray, np.uint64]:
+        """(keys as uint64 (N,), gamma as uint64) for a compiled loop that makes word j of image i itself:
+        ``mix64(keys[i] + (j + 1) * gamma)`` with :data:`MIX64_MULTIPLIERS`, wrapping modulo 2**64."""
+        return self.keys.view(-1).cpu().numpy().view(np.uint64), np.uint64(self.gamma & _MASK64)
 
     def at(self, image: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Word ``index[m]`` of image ``image[m]`` (tensors of equal shape): int64, same shape."""
