@@ -623,8 +623,9 @@ def _jpeg_codec(images: torch.Tensor, quality: int, levels: str,
         else:  # (N, H, W, 3) uint8: levels and interleaving on the device, one copy over
             levels_nhwc = _to_levels_torch(images, levels).permute(0, 2, 3, 1).contiguous()
             source, level_pixels = None, levels_nhwc.cpu().numpy()
-        kernels.map_spans(n, functools.partial(_jpeg_code_span, source=source, level_pixels=level_pixels, out=out.numpy(),
-                                        quality=int(quality), levels=levels, channels_last=last, affine=affine))
+        kernels.map_spans(n, functools.partial(_jpeg_code_span, source=source, level_pixels=level_pixels,
+                                               out=out.numpy(), quality=int(quality), levels=levels,
+                                               channels_last=last, affine=affine))
     if last:
         out = out.permute(0, 3, 1, 2)
     return out.to(device=images.device, dtype=images.dtype if images.is_floating_point() else torch.float32)
