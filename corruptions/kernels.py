@@ -77,7 +77,11 @@ def usable(*tensors: torch.Tensor) -> bool:
 def compiled(loop: Callable) -> Callable:
     """``loop`` compiled by numba (serial, GIL released; cached on disk by numba), on its first call."""
     _register_helpers()
-    return _numba().njit(nogil=True, cache=True)(loop)
+    njit = _numba().njit
+    try:
+        return njit(nogil=True, cache=True)(loop)
+    except RuntimeError:  # numba finds no writable cache folder (read-only install and home): compile per process
+        return njit(nogil=True)(loop)
 
 
 # -------------------------------------------------------------------- helpers that compiled loops may call

@@ -7,6 +7,7 @@ numba is a dependency, so under CI these never skip; elsewhere a missing numba i
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -169,3 +170,22 @@ def test_word_helper_is_the_stream_of_rng_words():
     keys, gamma = words.uint64_key_gamma()
     expected = words.range(0, 5).numpy().view("uint64")
     assert [[int(kernels.word(keys[i], j, gamma)) for j in range(5)] for i in range(3)] == expected.tolist()
+
+
+def test_compiles_without_a_writable_cache_folder(monkeypatch):
+    """A read-only install and home: numba cannot cache, so the loop is compiled per process instead of failing."""
+    numba = kernels._numba()
+
+    class NoCacheFolder:
+        def njit(self, **options):
+            if options.get("cache"):
+                raise RuntimeError("cannot cache function 'loop': no locator available for file 'noise.py'")
+            return numba.njit(**options)
+
+    monkeypatch.setattr(kernels, "_numba", lambda: NoCacheFolder())
+    walk = kernels.compiled.__wrapped__(noise.residual_walk_loop)
+    u, rho = np.array([0.5, 0.9999999]), np.array([0.01, 0.06])
+    extra = np.zeros(2, dtype=np.int64)
+    walk(u, np.exp(-rho), rho, extra, 0, 2)
+    assert extra.tolist() == [0, 4]  # scipy.stats.poisson.ppf([0.5, 0.9999999], [0.01, 0.06])
+    assert type(walk._cache).__name__ == "NullCache"  # compiled without a disk cache
