@@ -676,11 +676,11 @@ def _jpeg_code_span(span: range, source: np.ndarray | None, level_pixels: np.nda
     The codec gets interleaved (H, W, 3) levels: planar ones cost torchvision's encoder a transposition that alone
     takes as long as the encoding (the bytes are the same either way).
     """
-    code = _libjpeg_round_trip()
-    height, width = out.shape[1:3] if channels_last else out.shape[2:]
     if kernels.enabled():
         _jpeg_code_span_compiled(span, source, level_pixels, out, quality, levels, channels_last, affine)
         return
+    code = _libjpeg_round_trip()
+    height, width = out.shape[1:3] if channels_last else out.shape[2:]
     if affine is not None:  # float32 per-channel factors, shaped for the output's layout
         if channels_last:  # tiled to the full (H, W, 3) image: broadcasting along a last axis of 3 is ~7x slower
             scale, shift = (np.tile(np.asarray(v, dtype=np.float32), (height, width, 1)) for v in affine)
