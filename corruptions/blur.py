@@ -348,8 +348,8 @@ def _zoom_blur_compiled(images: torch.Tensor, row_taps: list, col_taps: list) ->
     cols, col_w = (torch.stack(t).transpose(1, 2).contiguous() for t in zip(*col_taps))  # (zooms, 2, W)
     spans = torch.stack([cols.amin(dim=(1, 2)), cols.amax(dim=(1, 2)) + 1], dim=1)  # crop columns per zoom
     out = torch.empty((n, c, h, w), dtype=torch.float32)
-    # indices as uint64: numba then skips the negative-index wraparound, which would keep the loops scalar
     scratch = np.empty((n, w), dtype=np.float32)
+    # indices as uint64: numba then skips the negative-index wraparound, which would keep the loops scalar
     kernels.run_compiled(zoom_blur_loop, n, planes.numpy(), rows.numpy().astype(np.uint64),
                          row_w.to(torch.float32).numpy(), cols.numpy().astype(np.uint64),
                          col_w.to(torch.float32).numpy(), spans.numpy(), out.numpy(), scratch)

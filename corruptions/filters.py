@@ -387,9 +387,9 @@ def motion_blur(images: torch.Tensor, radius: float, sigma: float, angles_deg: t
         raise ValueError(f"need one angle per image: {n} images, {angles_deg.shape[0]} angles")
     weights = motion_blur_kernel(radius, sigma)
     dx, dy = motion_blur_offsets(weights.numel(), angles_deg)
-    taps = weights.tolist()
     if kernels.usable(images) and images.numel():
         return _motion_blur_compiled(images, weights, dx, dy, quantize)
+    taps = weights.tolist()
     fused = images.device.type == "cpu"
     return map_chunks(lambda x, dx, dy: motion_blur_block(x, taps, dx, dy, quantize, fused), images, dx, dy)
 
@@ -402,10 +402,9 @@ def _motion_blur_compiled(images: torch.Tensor, weights: torch.Tensor, dx: torch
     src = images if levels_in else images.to(work_dtype(images))
     if quantize and not levels_in:
         src = torch.round(src * 255.0)
-    level_dtype = torch.promote_types(src.dtype if not levels_in else torch.float32, torch.float32)
-    out = torch.empty(images.shape, dtype=torch.uint8 if levels_in else (level_dtype if quantize else src.dtype))
+    out = torch.empty(images.shape, dtype=src.dtype)  # uint8 levels, or the work dtype (at least float32)
     n, _, _, w = images.shape
-    wide = out.dtype == torch.float64  # the levels' division in float64 (else float32)
+    wide = out.dtype == torch.float64  # the levels' division in float64 (else float32, also for uint8 out)
     kernels.run_compiled(motion_blur_loop, n, src.contiguous().numpy(), weights.numpy(), dx.contiguous().numpy(),
                          dy.contiguous().numpy(), quantize, wide, out.numpy(), np.empty((n, w), dtype=np.float64))
     if levels_in:
