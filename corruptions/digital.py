@@ -144,18 +144,39 @@ def elastic_apply(images: torch.Tensor, jitter: torch.Tensor, noise_x: torch.Ten
     2018 files, rounds source coordinates to 1/32 px, which differs by up to ~6 levels at edges); (2) displacement
     dx = alpha * G_sigma(noise_x), dy likewise, Gaussian with half-sample reflect and truncate 3, cast to float32;
     (3) bilinear resampling at (row + dy, col + dx) with half-sample reflect border (scipy ``map_coordinates``).
+    Both resamplings are ``grid_sample``; on CPU in float32 :func:`elastic_warp_loop` does them in one compiled
+    pass per image with the same bits (where :func:`_grid_sample_fma` finds how this torch build rounds).
     """
+    displacement = _elastic_displacement(noise_x, noise_y, alpha, sigma, images.device)
+    return _elastic_warp(images, jitter, displacement)
+
+
+def _elastic_warp(images: torch.Tensor, jitter: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
+    """Steps (1) and (3) of :func:`elastic_apply`, given the (N, 2, H, W) float32 displacement of step (2)."""
     height, width = images.shape[-2:]
     dtype = work_dtype(images)
-    warped = _elastic_affine(images.to(dtype), jitter)
-    displacement = _elastic_displacement(noise_x, noise_y, alpha, sigma, images.device)
+    inverse = _elastic_inverse(jitter, height, width, images.device)
+    fused = _compiled_fma(images)
+    if fused is not None:
+        out = torch.empty(images.shape, dtype=torch.float32)
+        kernels.run_compiled(elastic_warp_loop, len(out), images.to(dtype).contiguous().numpy(), inverse.numpy(),
+                             displacement.contiguous().numpy(), *_affine_scale(height, width), fused, out.numpy())
+        return out.to(images.dtype)
+    warped = _elastic_affine(images.to(dtype), inverse)
     # (3) sample at (row + dy, col + dx); align_corners=False + reflection = scipy's half-sample 'reflect'
     grid_rows, grid_cols = _pixel_grid(height, width, images.device)
+    displacement = displacement.to(torch.float64)
     sample_x = (2.0 * (grid_cols + displacement[:, 0]) + 1.0) / width - 1.0
     sample_y = (2.0 * (grid_rows + displacement[:, 1]) + 1.0) / height - 1.0
     grid = torch.stack([sample_x, sample_y], dim=-1).to(dtype)
     out = F.grid_sample(warped, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     return out.clamp_(0.0, 1.0).to(images.dtype)
+
+
+def _compiled_fma(images: torch.Tensor) -> bool | None:
+    """Whether :func:`elastic_warp_loop` runs on ``images`` (float32 work on the CPU, compiled loops on, a torch
+    build whose grid_sample the loop reproduces): then how it rounds (:func:`_grid_sample_fma`), else None."""
+    return _grid_sample_fma() if work_dtype(images) == torch.float32 and kernels.usable(images) else None
 
 
 def _pixel_grid(height: int, width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,29 +186,38 @@ def _pixel_grid(height: int, width: int, device) -> tuple[torch.Tensor, torch.Te
     return torch.meshgrid(rows, cols, indexing="ij")
 
 
-def _elastic_affine(x: torch.Tensor, jitter: torch.Tensor) -> torch.Tensor:
-    """Step (1) of :func:`elastic_apply`: the affine warp of ``x`` (in its dtype) that moves the control points by
-    ``jitter``, bilinear with OpenCV's reflect-101 border."""
-    n, _, height, width = x.shape
-    device = x.device
-    # inverse affine (output -> source) from the jittered points back to the control points, float64
+def _elastic_inverse(jitter: torch.Tensor, height: int, width: int, device) -> torch.Tensor:
+    """The inverse affine of step (1) (output -> source) from the jittered points back to the control points,
+    float64 (N, 3, 2): source (x, y) = x * A[0] + y * A[1] + A[2]."""
     src = elastic_control_points(height, width).to(device)
     # MK224 adds float32 jitter to float32 points in float32
     dst = (src.to(torch.float32).unsqueeze(0) + jitter.to(device=device, dtype=torch.float32)).to(torch.float64)
-    ones = torch.ones(n, 3, 1, dtype=torch.float64, device=device)
-    inverse = torch.linalg.solve(torch.cat([dst, ones], dim=2), src.unsqueeze(0).expand(n, 3, 2))  # (N, 3, 2)
-    grid_rows, grid_cols = _pixel_grid(height, width, device)
-    homogeneous = torch.stack([grid_cols, grid_rows, torch.ones_like(grid_cols)], dim=-1)  # (H, W, 3) as (x, y, 1)
-    source_xy = torch.einsum("hwk,nkc->nhwc", homogeneous, inverse)
+    ones = torch.ones(len(dst), 3, 1, dtype=torch.float64, device=device)
+    return torch.linalg.solve(torch.cat([dst, ones], dim=2), src.unsqueeze(0).expand(len(dst), 3, 2))
+
+
+def _affine_scale(height: int, width: int) -> tuple[float, float]:
+    """Source pixel (x, y) -> grid_sample's [-1, 1] with align_corners=True: times these, minus 1."""
+    return 2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)
+
+
+def _elastic_affine(x: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """Step (1) of :func:`elastic_apply`: the affine warp of ``x`` (in its dtype) by ``inverse``, bilinear with
+    OpenCV's reflect-101 border. Source coordinates in float64, term by term in a fixed order (a matrix product's
+    order is the BLAS library's, which a compiled loop could not repeat)."""
+    height, width = x.shape[-2:]
+    grid_rows, grid_cols = _pixel_grid(height, width, x.device)
+    a = inverse[:, :, None, None, :]  # (N, 3, 1, 1, 2): per image, the (x, y) coefficients
+    source_xy = grid_cols[..., None] * a[:, 0] + grid_rows[..., None] * a[:, 1] + a[:, 2]  # (N, H, W, 2)
     # align_corners=True + reflection reflects about the border pixel centres: OpenCV's BORDER_REFLECT_101
-    scale_xy = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], dtype=torch.float64, device=device)
+    scale_xy = torch.tensor(_affine_scale(height, width), dtype=torch.float64, device=x.device)
     return F.grid_sample(x, (source_xy * scale_xy - 1.0).to(x.dtype), mode="bilinear",
                          padding_mode="reflection", align_corners=True)
 
 
 def _elastic_displacement(noise_x: torch.Tensor, noise_y: torch.Tensor, alpha: float, sigma: float,
                           device) -> torch.Tensor:
-    """Step (2) of :func:`elastic_apply`: alpha times the smoothed (N, H, W) noise fields, float64 (N, 2, H, W).
+    """Step (2) of :func:`elastic_apply`: alpha times the smoothed (N, H, W) noise fields, float32 (N, 2, H, W).
 
     G = A_H @ field @ A_W^T with the folded reflect-Gaussian matrices, in float32 (the fields are averages of +-1
     noise: ~1e-7 relative error moves a pixel < 1e-4 px). Short kernels (sigma 2.44 at s3-s5: 15 taps) as
@@ -203,7 +233,142 @@ def _elastic_displacement(noise_x: torch.Tensor, noise_y: torch.Tensor, alpha: f
         smooth_w_t = _reflect_gaussian_matrix(width, *key).T
         rows = torch.matmul(fields, smooth_w_t).transpose(-1, -2)  # (N, 2, W, H)
         smoothed = torch.matmul(rows.reshape(-1, height), smooth_h.T).view(n, 2, width, height).transpose(-1, -2)
-    return smoothed.mul(alpha).to(torch.float64)
+    return smoothed.mul_(alpha)
+
+
+def elastic_warp_loop(images, inverse, displacement, scale_x, scale_y, fused, out, start, stop):
+    """:func:`elastic_apply`'s two resamplings for images start..stop-1, compiled, float32: row by row, the
+    source points of the affine (float64, term by term as :func:`_elastic_affine`) sampled into a scratch image,
+    then the displaced points (float64 as the torch route's grid) sampled from it into ``out``, clipped to
+    [0, 1]; every point as ``grid_sample`` samples it (:func:`bilinear_taps`, :func:`bilinear_row`)."""
+    channels, height, width = images.shape[1:]
+    warped = np.empty((channels, height * width), dtype=np.float32)
+    gx, gy = np.empty(width, dtype=np.float32), np.empty(width, dtype=np.float32)
+    offsets, weights = np.empty((4, width), dtype=np.uint64), np.empty((4, width), dtype=np.float32)
+    inside = np.empty((2, width), dtype=np.bool_)
+    for i in range(start, stop):
+        a, src, result = inverse[i], images[i].reshape(channels, -1), out[i].reshape(channels, -1)
+        for h in range(height):
+            for w in range(width):
+                sx = np.float64(w) * a[0, 0] + np.float64(h) * a[1, 0] + a[2, 0]
+                sy = np.float64(w) * a[0, 1] + np.float64(h) * a[1, 1] + a[2, 1]
+                gx[w], gy[w] = np.float32(sx * scale_x - 1.0), np.float32(sy * scale_y - 1.0)
+            bilinear_taps(gx, gy, height, width, True, fused, offsets, weights, inside)
+            bilinear_row(src, offsets, weights, inside, fused, warped[:, h * width:(h + 1) * width])
+        for h in range(height):
+            dx, dy = displacement[i, 0, h], displacement[i, 1, h]
+            for w in range(width):
+                gx[w] = np.float32((2.0 * (np.float64(w) + np.float64(dx[w])) + 1.0) / np.float64(width) - 1.0)
+                gy[w] = np.float32((2.0 * (np.float64(h) + np.float64(dy[w])) + 1.0) / np.float64(height) - 1.0)
+            bilinear_taps(gx, gy, height, width, False, fused, offsets, weights, inside)
+            row = result[:, h * width:(h + 1) * width]
+            bilinear_row(warped, offsets, weights, inside, fused, row)
+            for c in range(channels):
+                for w in range(width):
+                    v = row[c, w]
+                    row[c, w] = np.float32(0.0) if v < 0.0 else (np.float32(1.0) if v > 1.0 else v)
+
+
+@kernels.jitable
+def bilinear_taps(gx, gy, height, width, align_corners, fused, offsets, weights, inside):
+    """Where ``F.grid_sample(..., 'bilinear', 'reflection', align_corners)`` samples a row of float32 grid points
+    (gx, gy) in an image of height x width, in the arithmetic of torch's vectorised CPU kernel
+    (GridSamplerKernel.cpp): unnormalise, reflect, clip (:func:`_reflected_coordinate`), floor, the four products
+    of distances. Writes per point the flat offsets of its nw, ne, sw, se pixels and their weights, and whether
+    the east and south neighbours exist (``inside``; a missing one is read at nw's offset and counts as 0)."""
+    one, step, row = np.float32(1.0), np.uint64(1), np.uint64(width)
+    for w in range(gx.shape[0]):
+        x = _reflected_coordinate(gx[w], width, align_corners, fused)
+        y = _reflected_coordinate(gy[w], height, align_corners, fused)
+        x_w, y_n = np.float32(np.floor(x)), np.float32(np.floor(y))
+        west, north = x - x_w, y - y_n  # distances to the west and north sides
+        east, south = one - west, one - north
+        weights[0, w], weights[1, w] = south * east, south * west
+        weights[2, w], weights[3, w] = north * east, north * west
+        ix, iy = np.uint64(x_w), np.uint64(y_n)  # >= 0: clipped
+        has_east, has_south = ix + step < row, iy + step < np.uint64(height)
+        nw = iy * row + ix
+        offsets[0, w] = nw
+        offsets[1, w] = nw + step if has_east else nw
+        offsets[2, w] = nw + row if has_south else nw
+        offsets[3, w] = nw + row + step if has_east and has_south else nw
+        inside[0, w], inside[1, w] = has_east, has_south
+
+
+@kernels.jitable
+def bilinear_row(src, offsets, weights, inside, fused, dst):
+    """A row of bilinear samples of ``src`` (C, H*W) at :func:`bilinear_taps`' points into ``dst`` (C, row):
+    (nw * v_nw + ne * v_ne) + sw * v_sw + se * v_se in order, as fused multiply-adds where the build fuses."""
+    zero = np.float32(0.0)
+    for c in range(src.shape[0]):
+        plane, out = src[c], dst[c]
+        for w in range(out.shape[0]):
+            v_nw = plane[offsets[0, w]]
+            v_ne = plane[offsets[1, w]] if inside[0, w] else zero
+            v_sw = plane[offsets[2, w]] if inside[1, w] else zero
+            v_se = plane[offsets[3, w]] if inside[0, w] and inside[1, w] else zero
+            if fused:
+                out[w] = kernels.fma(v_se, weights[3, w], kernels.fma(v_sw, weights[2, w],
+                                     kernels.fma(v_ne, weights[1, w], v_nw * weights[0, w])))
+            else:
+                out[w] = v_nw * weights[0, w] + v_ne * weights[1, w] + v_sw * weights[2, w] + v_se * weights[3, w]
+
+
+@kernels.jitable
+def _reflected_coordinate(g, size, align_corners, fused):
+    """grid_sample's source coordinate of normalised ``g`` along an axis of ``size`` pixels, reflected into the
+    image and clipped (NaN -> 0), float32 (:func:`bilinear_taps`)."""
+    one, zero = np.float32(1.0), np.float32(0.0)
+    if align_corners:
+        if size <= 1:
+            return zero
+        x = (g + one) * (np.float32(size - 1) / np.float32(2.0))
+        low, twice_span = zero, np.float32(size - 1) * np.float32(2.0)
+    else:
+        scale, half = np.float32(size) / np.float32(2.0), np.float32(0.5)
+        x = kernels.fma(g + one, scale, -half) if fused else (g + one) * scale - half
+        low, twice_span = np.float32(-0.5), np.float32(size) * np.float32(2.0)
+    distance = abs(x - low)
+    extra = distance - np.float32(np.trunc(distance / twice_span)) * twice_span
+    x = min(extra, twice_span - extra) + low
+    x = x if x > zero else zero
+    return min(np.float32(size - 1), x)
+
+
+@functools.lru_cache(maxsize=1)
+def _grid_sample_fma() -> bool | None:
+    """How this torch build's CPU ``grid_sample`` rounds (bilinear, reflection): True where it fuses multiply-adds
+    (GCC contracts the AVX2/AVX-512 kernels' vector arithmetic), False where it does not, None where
+    :func:`grid_sample_loop` matches neither (then :func:`elastic_apply` keeps the torch route). Decided once
+    per process on a small image and grid that reach every reflection and border case."""
+    generator = torch.Generator().manual_seed(0)
+    src = torch.rand(2, 3, 11, 17, generator=generator)
+    grid = (torch.rand(2, 13, 19, 2, generator=generator) * 2.0 - 1.0) * 3.5
+    expected = [F.grid_sample(src, grid, mode="bilinear", padding_mode="reflection", align_corners=align)
+                for align in (True, False)]
+    for fused in (True, False):
+        got = [torch.empty_like(e) for e in expected]
+        for align, out in zip((True, False), got):
+            kernels.compiled(grid_sample_loop)(src.numpy(), grid.numpy(), align, fused, out.numpy(), 0, len(src))
+        if all(torch.equal(g, e) for g, e in zip(got, expected)):
+            return fused
+    return None
+
+
+def grid_sample_loop(src, grid, align_corners, fused, out, start, stop):
+    """``F.grid_sample(src, grid, 'bilinear', 'reflection', align_corners)`` for images start..stop-1, compiled, row
+    by row (:func:`bilinear_taps`, :func:`bilinear_row`): the twin that :func:`_grid_sample_fma` and the tests
+    check."""
+    channels, height, width = src.shape[1:]
+    rows, cols = grid.shape[1:3]
+    offsets, weights = np.empty((4, cols), dtype=np.uint64), np.empty((4, cols), dtype=np.float32)
+    inside = np.empty((2, cols), dtype=np.bool_)
+    for i in range(start, stop):
+        flat, result = src[i].reshape(channels, -1), out[i].reshape(channels, -1)
+        for h in range(rows):
+            gx, gy = grid[i, h, :, 0].copy(), grid[i, h, :, 1].copy()
+            bilinear_taps(gx, gy, height, width, align_corners, fused, offsets, weights, inside)
+            bilinear_row(flat, offsets, weights, inside, fused, result[:, h * cols:(h + 1) * cols])
 
 
 def elastic_parameters(severity: int, scale: float) -> tuple[float, float, float]:
@@ -229,13 +394,21 @@ def elastic_transform(images: torch.Tensor, severity: int, seeds: torch.Tensor) 
     height, width = images.shape[-2:]
     alpha, sigma, eps = elastic_parameters(severity, size_scale(images))
 
-    def warp(block: torch.Tensor, block_seeds: torch.Tensor, out: torch.Tensor) -> None:
-        jitter = (2.0 * rng.uniform(block_seeds, (3, 2), stream=0, dtype=torch.float64) - 1.0) * eps
+    def jitter(block_seeds: torch.Tensor) -> torch.Tensor:
+        return (2.0 * rng.uniform(block_seeds, (3, 2), stream=0, dtype=torch.float64) - 1.0) * eps
+
+    def displacement(block: torch.Tensor, block_seeds: torch.Tensor) -> torch.Tensor:
         noise_x = rng.uniform(block_seeds, (height, width), stream=1).mul_(2.0).sub_(1.0)
         noise_y = rng.uniform(block_seeds, (height, width), stream=2).mul_(2.0).sub_(1.0)
-        out.copy_(elastic_apply(block, jitter, noise_x, noise_y, alpha, sigma))
+        return _elastic_displacement(noise_x, noise_y, alpha, sigma, images.device)
 
-    return map_chunks(warp, images, seeds, fills_out=True)
+    def warp(block: torch.Tensor, block_seeds: torch.Tensor, out: torch.Tensor) -> None:
+        out.copy_(_elastic_warp(block, jitter(block_seeds), displacement(block, block_seeds)))
+
+    if _compiled_fma(images) is None:
+        return map_chunks(warp, images, seeds, fills_out=True)
+    # compiled: the displacement fields block by block, then one warp of the whole batch (even thread spans)
+    return _elastic_warp(images, jitter(seeds), map_chunks(displacement, images, seeds))
 
 
 # ----------------------------------------------------------------------------------------------------- pixelate

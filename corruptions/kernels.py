@@ -31,6 +31,8 @@ DISABLE_ENV = "RBIN_NUMBA"  # RBIN_NUMBA=0: always take the torch route (A/B tim
 _MASK64 = (1 << 64) - 1
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
+_jitable: list[Callable] = []  # helpers in other modules that compiled loops call (:func:`jitable`)
+_jitable_done: set[Callable] = set()
 
 
 def host_pool(workers: int) -> ThreadPoolExecutor:
@@ -77,6 +79,7 @@ def usable(*tensors: torch.Tensor) -> bool:
 def compiled(loop: Callable) -> Callable:
     """``loop`` compiled by numba (serial, GIL released; cached on disk by numba), on its first call."""
     _register_helpers()
+    _register_jitable()
     njit = _numba().njit
     try:
         return njit(nogil=True, cache=True)(loop)
@@ -95,6 +98,22 @@ def word(key, index, gamma):
     z = ((z ^ (z >> 30)) * _MIX[0]) & _MASK64
     z = ((z ^ (z >> 27)) * _MIX[1]) & _MASK64
     return np.uint64(z ^ (z >> 31))
+
+
+def jitable(helper: Callable) -> Callable:
+    """Mark a plain-Python ``helper`` as callable from compiled loops (numba compiles it where a loop calls it;
+    Python calls run it as written). numba is imported only when a loop is compiled."""
+    _jitable.append(helper)
+    return helper
+
+
+def _register_jitable() -> None:
+    from numba.extending import register_jitable
+
+    for helper in _jitable:
+        if helper not in _jitable_done:
+            register_jitable(helper)
+            _jitable_done.add(helper)
 
 
 def fma(a, b, c):

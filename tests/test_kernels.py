@@ -50,7 +50,7 @@ def test_glass_scan_equals_the_parallel_shuffle(delta, iterations, height, width
     assert torch.equal(scanned, expected) and not torch.equal(scanned, pixels)
 
 
-ROUTED = ("glass_blur", "shot_noise", "zoom_blur", "motion_blur", "snow")
+ROUTED = ("glass_blur", "shot_noise", "zoom_blur", "motion_blur", "snow", "elastic_transform")
 
 
 @pytest.mark.parametrize("name,severity", [(name, severity) for name in ROUTED for severity in (1, 5)])
@@ -103,13 +103,58 @@ def test_compiled_routes_really_run(monkeypatch, sample_batch):
     for name in ("glass_blur", "shot_noise", "zoom_blur", "motion_blur"):
         get_corruption(name)(sample_batch, 1, seeds)
     digital.jpeg_round_trip(sample_batch)
+    get_corruption("elastic_transform")(sample_batch, 3, seeds)
     assert {"glass_scan_loop", "separable_correlate_loop", "shot_table_loop", "residual_walk_loop",
-            "zoom_blur_loop", "motion_blur_loop", "levels_interleave_loop", "levels_lookup_loop"} <= set(ran)
+            "zoom_blur_loop", "motion_blur_loop", "levels_interleave_loop", "levels_lookup_loop",
+            "elastic_warp_loop"} <= set(ran)
     monkeypatch.setenv(kernels.DISABLE_ENV, "0")
     ran.clear()
     get_corruption("shot_noise")(sample_batch, 1, seeds)
     digital.jpeg_round_trip(sample_batch)
     assert ran == []
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+@pytest.mark.parametrize("height,width,spread", [(11, 17, 1.0), (23, 9, 3.5), (1, 6, 2.0), (2, 1, 40.0)])
+def test_grid_sample_loop_is_torch_grid_sample(align_corners, height, width, spread):
+    """The compiled bilinear, reflection-padded sampler gives torch's CPU grid_sample bits: points inside and far
+    outside the image (several reflections), one-pixel sides, exact borders, NaN and infinite points."""
+    fused = digital._grid_sample_fma()
+    assert fused is not None, "this torch build's grid_sample rounds neither way the compiled twin knows"
+    generator = torch.Generator().manual_seed(height * width)
+    src = torch.rand(2, 3, height, width, generator=generator)
+    grid = (torch.rand(2, 7, 13, 2, generator=generator) * 2.0 - 1.0) * spread
+    grid[0, 0, :6] = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0], [float("nan"), 0.5], [float("inf"), -0.5],
+                                   [-float("inf"), float("nan")]])
+    expected = torch.nn.functional.grid_sample(src, grid, mode="bilinear", padding_mode="reflection",
+                                               align_corners=align_corners)
+    out = torch.full_like(expected, -7.0)
+    kernels.compiled(digital.grid_sample_loop)(src.numpy(), grid.numpy(), align_corners, fused, out.numpy(), 0, 2)
+    assert torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("severity", [1, 2, 3, 5])
+def test_elastic_gives_the_same_bits_on_both_routes_on_real_images(severity, monkeypatch, sample_batch):
+    """The engine's case (float32 photographs) at every smoothing route: the long-kernel matrices (s1, s2) and the
+    shifted sums (s3-s5)."""
+    seeds = seeds_for("elastic_transform", severity)
+    corruption = get_corruption("elastic_transform")
+    torch_out, compiled_out = both_routes(monkeypatch, lambda: corruption(sample_batch, severity, seeds))
+    assert torch.equal(torch_out, compiled_out) and not torch.equal(compiled_out, sample_batch)
+
+
+def test_elastic_keeps_the_torch_route_where_grid_sample_rounds_otherwise(monkeypatch, sample_batch):
+    """A torch build whose grid_sample the twin does not reproduce: elastic falls back to grid_sample itself."""
+    ran = []
+    real_run = kernels.run_compiled
+    monkeypatch.setattr(kernels, "run_compiled", lambda loop, *a: (ran.append(loop.__name__), real_run(loop, *a)))
+    seeds = seeds_for("elastic_transform", 4)
+    expected = get_corruption("elastic_transform")(sample_batch, 4, seeds)
+    assert "elastic_warp_loop" in ran
+    ran.clear()
+    monkeypatch.setattr(digital, "_grid_sample_fma", lambda: None)
+    assert torch.equal(get_corruption("elastic_transform")(sample_batch, 4, seeds), expected)
+    assert "elastic_warp_loop" not in ran
 
 
 def test_poisson_residual_walk_equals_torch(monkeypatch):
