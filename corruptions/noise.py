@@ -353,14 +353,19 @@ def impulse_noise(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> t
     One 23-bit uniform integer r per value (the bits ``rng.uniform`` would use) decides both: r < S -> salt (1),
     S <= r < 2S -> pepper (0), else kept, with S = round(p / 2 * 2**23): the same per-value distribution as
     skimage's two Bernoulli masks (flip with p, then salt with 1/2). Written chunk by chunk into the output, on
-    the float bit patterns (a compare-and-select costs several times more on CPU)."""
+    the float bit patterns (a compare-and-select costs several times more on CPU); on CPU by
+    :func:`impulse_loop`, which makes each word where it is used (~5x less time, the same bits)."""
     flat = _flat(images)
     n, count = flat.shape
     out = torch.empty(flat.shape, dtype=flat.dtype, device=flat.device)
-    bits_type = {2: torch.int16, 4: torch.int32, 8: torch.int64}[flat.element_size()]
-    one_bits = int(torch.ones((), dtype=flat.dtype).view(bits_type))
     salt_below = round(IMPULSE_AMOUNT[severity] / 2 * 2 ** 23)
     words = rng.Words(seeds, stream=0)
+    if kernels.usable(flat) and flat.dtype in (torch.float32, torch.float64):
+        keys, gamma = words.uint64_key_gamma()
+        kernels.run_compiled(impulse_loop, n, flat.contiguous().numpy(), keys, gamma, salt_below, out.numpy())
+        return out.view(images.shape)
+    bits_type = {2: torch.int16, 4: torch.int32, 8: torch.int64}[flat.element_size()]
+    one_bits = int(torch.ones((), dtype=flat.dtype).view(bits_type))
     for w0, w1 in _bands(n, (count + 1) // 2, images.device):
         e0, e1 = 2 * w0, min(count, 2 * w1)
         r = words.range(w0, w1).view(torch.int32).bitwise_and_(0x7FFFFF)[:, :e1 - e0]  # 2 values per word
@@ -369,6 +374,27 @@ def impulse_noise(images: torch.Tensor, severity: int, seeds: torch.Tensor) -> t
         torch.bitwise_and(flat[:, e0:e1].view(bits_type), flipped.bitwise_not_(), out=out[:, e0:e1].view(bits_type))
         out[:, e0:e1].view(bits_type).bitwise_or_(salted)
     return out.view(images.shape).clamp_(0.0, 1.0)
+
+
+def impulse_loop(flat, keys, gamma, salt_below, out, start, stop):
+    """:func:`impulse_noise` for images start..stop-1, compiled: value p's 23 bits from half p % 2 of word p // 2
+    (the low half first, as the torch route's int32 view of the words); salt (1) below S, pepper (0) below 2S,
+    else the value clipped to [0, 1] (NaN stays NaN)."""
+    count = flat.shape[1]
+    bits, shift = np.uint64(0x7FFFFF), np.uint64(32)
+    salt, pepper = np.uint64(salt_below), np.uint64(2 * salt_below)
+    for i in range(start, stop):
+        x, o = flat[i], out[i]
+        for p in range(count):
+            z = kernels.word(keys[i], p >> 1, gamma)
+            r = (z >> shift if p & 1 else z) & bits
+            v = x[p]
+            if r < salt:
+                o[p] = 1.0
+            elif r < pepper or v <= 0.0:
+                o[p] = 0.0
+            else:
+                o[p] = 1.0 if v > 1.0 else v
 
 
 @register_corruption("speckle_noise", category="noise", benchmark="imagenet_c_extra", random=True,

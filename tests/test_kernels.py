@@ -50,7 +50,7 @@ def test_glass_scan_equals_the_parallel_shuffle(delta, iterations, height, width
     assert torch.equal(scanned, expected) and not torch.equal(scanned, pixels)
 
 
-ROUTED = ("glass_blur", "shot_noise", "zoom_blur", "motion_blur", "snow", "elastic_transform")
+ROUTED = ("glass_blur", "shot_noise", "impulse_noise", "zoom_blur", "motion_blur", "snow", "elastic_transform")
 
 
 @pytest.mark.parametrize("name,severity", [(name, severity) for name in ROUTED for severity in (1, 5)])
@@ -84,12 +84,14 @@ def test_gaussian_filter_gives_the_same_bits_on_both_routes(mode, sigma, dtype, 
     assert torch.equal(torch_out, compiled_out)
 
 
-def test_shot_noise_table_pass_handles_out_of_range_and_nan(monkeypatch):
-    """shot_noise's own float path (no registry gate): NaN counts as 0, values clamp to [0, 1]."""
-    images = odd_inputs()
-    seeds = seeds_for("shot_noise", 3, n=3)
-    torch_out, compiled_out = both_routes(monkeypatch, lambda: noise.shot_noise(images, 3, seeds))
-    assert torch.equal(torch_out, compiled_out)
+@pytest.mark.parametrize("name", ["shot_noise", "impulse_noise"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_noise_loops_handle_out_of_range_and_nan(name, dtype, monkeypatch):
+    """The corruptions' own float paths (no registry gate): values outside [0, 1] and NaN, odd value counts."""
+    images = odd_inputs(dtype=dtype)
+    seeds = seeds_for(name, 3, n=3)
+    torch_out, compiled_out = both_routes(monkeypatch, lambda: get_corruption(name).fn(images, 3, seeds))
+    torch.testing.assert_close(compiled_out, torch_out, rtol=0, atol=0, equal_nan=True)  # NaN kept or replaced alike
 
 
 def test_compiled_routes_really_run(monkeypatch, sample_batch):
@@ -100,13 +102,13 @@ def test_compiled_routes_really_run(monkeypatch, sample_batch):
     monkeypatch.setattr(kernels, "run_compiled", lambda loop, *a: (ran.append(loop.__name__), real_run(loop, *a)))
     monkeypatch.setattr(kernels, "compiled", lambda loop: (ran.append(loop.__name__), real_compiled(loop))[1])
     seeds = seeds_for("x", 1)
-    for name in ("glass_blur", "shot_noise", "zoom_blur", "motion_blur"):
+    for name in ("glass_blur", "shot_noise", "impulse_noise", "zoom_blur", "motion_blur"):
         get_corruption(name)(sample_batch, 1, seeds)
     digital.jpeg_round_trip(sample_batch)
     get_corruption("elastic_transform")(sample_batch, 3, seeds)
     assert {"glass_scan_loop", "separable_correlate_loop", "shot_table_loop", "residual_walk_loop",
             "zoom_blur_loop", "motion_blur_loop", "levels_interleave_loop", "levels_lookup_loop",
-            "elastic_warp_loop"} <= set(ran)
+            "elastic_warp_loop", "impulse_loop"} <= set(ran)
     monkeypatch.setenv(kernels.DISABLE_ENV, "0")
     ran.clear()
     get_corruption("shot_noise")(sample_batch, 1, seeds)
