@@ -191,7 +191,7 @@ def test_bad_runtime_values_are_refused(kw, message):
 
 def test_batch_size_and_memory_format_defaults():
     runtime = Runtime(device="cpu")
-    assert runtime.batch_size is None and runtime.first_batch_size == 64
+    assert runtime.batch_size is None and runtime.first_batch_size == 32
     assert runtime.use_channels_last and not Runtime(device="cpu", channels_last=False).use_channels_last
     assert Runtime(device="cpu", batch_size=8).first_batch_size == 8
 

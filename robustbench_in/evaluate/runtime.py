@@ -25,13 +25,15 @@ class Precision(str, Enum):
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CACHE_MODES = ("auto", "device", "host", "stream")
-CPU_BATCH = 64  # batch_size=null on CPU: larger batches are no faster for ImageNet models on a few cores
+# batch_size=null on CPU: a 32-image batch's float copies (19 MB) stay closer to the cache than 64's; ImageNet-C on
+# 2 cores ran ~8% faster end to end than at 64 or 16, the model alone no slower (BENCHMARKS.md, 2026-12-02)
+CPU_BATCH = 32
 
 
 @dataclass
 class Runtime:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    batch_size: Optional[int] = None  # null = 64 on CPU; on CUDA the largest power of two <= 1024 that fits
+    batch_size: Optional[int] = None  # null = 32 on CPU; on CUDA the largest power of two <= 512 that fits
     workers: int = 2
     precision: Precision = Precision.auto
     channels_last: Optional[bool] = None  # null = on (CPU and CUDA: the faster memory format for convnets)
