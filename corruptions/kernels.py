@@ -31,8 +31,8 @@ DISABLE_ENV = "RBIN_NUMBA"  # RBIN_NUMBA=0: always take the torch route (A/B tim
 _MASK64 = (1 << 64) - 1
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
-_jitable: list[Callable] = []  # helpers in other modules that compiled loops call (:func:`jitable`)
-_jitable_done: set[Callable] = set()
+_jitable: list[Callable] = []  # helpers marked by :func:`jitable`, not yet registered with numba
+_register_lock = threading.Lock()  # the JPEG step's spans ask for their loops from several pool threads at once
 
 
 def host_pool(workers: int) -> ThreadPoolExecutor:
@@ -78,8 +78,9 @@ def usable(*tensors: torch.Tensor) -> bool:
 @functools.lru_cache(maxsize=None)
 def compiled(loop: Callable) -> Callable:
     """``loop`` compiled by numba (serial, GIL released; cached on disk by numba), on its first call."""
-    _register_helpers()
-    _register_jitable()
+    with _register_lock:
+        _register_helpers()
+        _register_jitable()
     njit = _numba().njit
     try:
         return njit(nogil=True, cache=True)(loop)
@@ -102,18 +103,18 @@ def word(key, index, gamma):
 
 def jitable(helper: Callable) -> Callable:
     """Mark a plain-Python ``helper`` as callable from compiled loops (numba compiles it where a loop calls it;
-    Python calls run it as written). numba is imported only when a loop is compiled."""
+    Python calls run it as written). numba is imported only when a loop is compiled. Keep a helper in its loops'
+    file: numba's cache of a loop notices changes to that file only."""
     _jitable.append(helper)
     return helper
 
 
 def _register_jitable() -> None:
+    """Register the helpers marked since the last compilation (before it: a loop's helpers are known to numba)."""
     from numba.extending import register_jitable
 
-    for helper in _jitable:
-        if helper not in _jitable_done:
-            register_jitable(helper)
-            _jitable_done.add(helper)
+    while _jitable:
+        register_jitable(_jitable.pop())
 
 
 def fma(a, b, c):
@@ -149,7 +150,6 @@ def _register_helpers() -> None:
     @overload(fma)
     def fma_overload(a, b, c):
         return lambda a, b, c: fused(a, b, c)
-
 
 
 def run_compiled(loop: Callable, n: int, *args) -> None:
